@@ -1,0 +1,469 @@
+"""The host's core: one request's bytes in, the answer's bytes out.
+
+No I/O but the journal it is given — the TCP server (and later a serial
+one) only moves frames, and tests or a replay can drive the core directly.
+Every answer is journaled before `handle` returns it, so what a terminal is
+told is always on record. `handle` never raises: an internal fault answers
+96 (or closes the link when nothing can be answered) and the host goes on.
+
+Flows follow docs/messages.md: 0800 sign-on/sign-off/echo, 0100 and 0200
+through the authorization pipeline (only 0200 posts), 0400/0401 reversals
+matched by field 90 or by (terminal, STAN, date), and the duplicate rules:
+the same key with the same content is answered as the first time, with
+different content 94.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from possim.wire.clock import Clock, system_clock
+from possim.wire.codec import Codec, CodecError
+from possim.wire.dialect import Dialect, load_dialect
+from possim.wire.framing import Envelope, FramingError, frame, split_envelope
+from possim.wire.message import Message, response_mti
+from possim.wire.trace import mask_pan, redacted_fields
+
+from .issuer import IssuerStub
+from .journal import (
+    APPROVED, DECLINED, ORPHAN_REVERSAL, REVERSED,
+    AccountBalance, Journal, MessageEntry, Posting, TerminalSession, Transaction, Unit,
+)
+from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, log_fault, read_card, run
+from .registry import Registry
+from .rules import Request, Rule, Rules
+
+log = logging.getLogger("possim.host")
+
+SIGN_ON, SIGN_OFF, ECHO = "001", "002", "301"
+_FINANCIAL_ECHO = (3, 4, 7, 11, 25, 41, 42, 49)
+_REVERSAL_ECHO = (3, 4, 7, 11, 41, 42, 49, 90)
+_NETWORK_ECHO = (7, 11, 41, 42)
+_RRN_BLOCK = 1000
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to do with one request: write `data` (a whole frame) after `delay` seconds, then close if `close`."""
+
+    data: bytes | None = None
+    delay: float = 0.0
+    close: bool = False
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A decoded request and where it came from, passed between the flow handlers."""
+
+    message: Message
+    envelope: Envelope
+    peer: str
+    now: datetime
+    at: str
+
+    @property
+    def business_date(self) -> str:
+        return self.now.date().isoformat()
+
+
+class HostCore:
+    def __init__(
+        self,
+        dialect: Dialect,
+        journal: Journal,
+        registry: Registry,
+        issuer: IssuerStub,
+        rules: Rules,
+        clock: Clock = system_clock,
+        rng: random.Random | None = None,
+        steps: Sequence[Step] = STEPS,
+    ):
+        self.dialect = dialect
+        self.codec = Codec(dialect)
+        self.framing = dialect.framing
+        self.journal = journal
+        self.registry = registry
+        self.issuer = issuer
+        self.rules = rules
+        self.clock = clock
+        self._rng = rng or random.SystemRandom()
+        self._steps = tuple(steps)
+        self._services = Services(dialect, registry, issuer, journal)
+        self._role_fields = tuple(sorted({int(where.split(".")[0]) for where in dialect.roles.values()}))
+        self._rrn_next = self._rrn_end = 0
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def handle(self, payload: bytes, peer: str = "") -> Reply:
+        """Answer one frame payload (TPDU + header + message, as FrameReader yields it)."""
+        message = envelope = None
+        try:
+            envelope, body = split_envelope(self.framing, payload)
+            now = self.clock()
+            try:
+                message = self.codec.decode(body)
+            except CodecError as exc:
+                return self._undecodable(exc, envelope, peer, now)
+            return self._dispatch(_Request(message, envelope, peer, now, _stamp(now)))
+        except FramingError as exc:
+            log.warning("%s: %s; closing the connection", peer, exc)
+            return Reply(close=True)
+        except Exception as exc:  # the host keeps serving whatever happens to one request
+            log_fault(f"handling a message from {peer}", exc)
+            return self._malfunction(message, envelope)
+
+    # ---- dispatch ----
+
+    def _dispatch(self, req: _Request) -> Reply:
+        mti = req.message.mti
+        if req.message.is_response:
+            log.warning("%s: unsolicited response %s ignored", req.peer, mti)
+            self.journal.record(Unit((self._entry_in(req, "unsolicited response, ignored"),)))
+            return Reply()
+        if req.message.get(11) is None:
+            log.warning("%s: %s without a STAN (field 11) cannot be answered; closing", req.peer, mti)
+            self.journal.record(Unit((self._entry_in(req, "no STAN: closed"),)))
+            return Reply(close=True)
+        if 41 not in req.message:
+            return self._answer_only(req, _NETWORK_ECHO, "30", "missing mandatory field 41")
+        request_kind = mti[1:3]
+        if request_kind == "80":
+            return self._network(req)
+        if request_kind in ("10", "20"):
+            return self._financial(req)
+        if request_kind == "40":
+            return self._reversal(req)
+        return self._answer_only(req, _NETWORK_ECHO, "12", f"message type {mti} is not supported")
+
+    # ---- 0800: sign-on, sign-off, echo ----
+
+    def _network(self, req: _Request) -> Reply:
+        message, tid = req.message, req.message[41]
+        rule = self._rule_for(message, None)
+        current = self.journal.terminal(tid)
+        session = None
+        code, note = "00", None
+        network_code = self.dialect.get_role(message, "network_code")
+        if rule is not None and rule.respond is not None:
+            code, note = rule.respond, f"scenario rule {rule.name!r}"
+        elif (refusal := self._unknown_terminal(message)) is not None:
+            code, note = refusal
+        elif network_code is None:
+            code, note = "30", "no network management code"
+        elif network_code == SIGN_ON:
+            batch = current.batch_number if current else self._initial_batch(message)
+            session = TerminalSession(tid, req.business_date, batch, req.at)
+        elif network_code == SIGN_OFF and current is not None:
+            session = TerminalSession(tid, None, current.batch_number, req.at)
+        elif network_code not in (ECHO, SIGN_OFF):
+            code, note = "12", f"network management code {network_code} is not supported"
+        response = self._response(message, _NETWORK_ECHO, code, req.now)
+        known = session or current
+        if known is not None and code == "00":
+            self.dialect.set_role(response, "batch_number", known.batch_number)  # cup 60.2; no-op elsewhere
+        data = self._frame(response, req.envelope)
+        self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), terminal=session, at=req.at))
+        return Reply(data, _delay(rule))
+
+    def _initial_batch(self, message: Message) -> str:
+        """A terminal new to the host keeps the batch it reports (cup 60.2), else starts at 1."""
+        batch = self.dialect.get_role(message, "batch_number")
+        if batch and batch.isdigit() and int(batch) > 0:
+            return batch
+        return "000001"
+
+    def _unknown_terminal(self, message: Message) -> tuple[str, str] | None:
+        refusal = self.registry.refusal(message[41], message.get(42))
+        if refusal is None:
+            return None
+        return self.dialect.response_code("terminal_unknown"), refusal
+
+    # ---- 0100 / 0200: authorization and purchase ----
+
+    def _financial(self, req: _Request) -> Reply:
+        message = req.message
+        tid, stan = message[41], message[11]
+        card = read_card(message)
+        pan_hash = self.journal.pan_hash(card.pan) if card.pan else None
+        fingerprint = _fingerprint(message, pan_hash)
+        rule = self._rule_for(message, card)
+        existing = self.journal.transaction(tid, stan, self._key_date(message, req.now))
+        if existing is not None:
+            return self._repeat(req, existing, fingerprint, rule)
+
+        ctx = Context(message, req.now, req.business_date, self._services, card, rule)
+        outcome = run(self._steps, ctx)
+        response = self._response(message, _FINANCIAL_ECHO, outcome.code, req.now)
+        response[37] = self._rrn(req.now)
+        auth_code = None
+        if outcome.approved:
+            auth_code = response[38] = f"{self._rng.randrange(1_000_000):06d}"
+        data = self._frame(response, req.envelope)
+        posted = ctx.amount if outcome.approved and message.mti[1] == "2" and ctx.account else 0
+        txn = self._transaction(req, card, pan_hash, fingerprint, outcome, response, ctx, posted, auth_code)
+        postings = (Posting(ctx.account.id, -posted),) if posted and ctx.account else ()
+        self.journal.record(Unit(
+            (self._entry_in(req, None), self._entry_out(req, response)), insert=txn, postings=postings, at=req.at,
+        ))
+        return Reply(data, _delay(rule))
+
+    def _transaction(
+        self, req: _Request, card: CardData, pan_hash: str | None, fingerprint: str,
+        outcome: Outcome, response: Message, ctx: Context, posted: int, auth_code: str | None,
+    ) -> Transaction:
+        message = req.message
+        amount = message.get(4)
+        return Transaction(
+            business_date=req.business_date,
+            terminal_id=message[41],
+            merchant_id=message.get(42),
+            stan=message[11],
+            key_date=self._key_date(message, req.now),
+            mti=message.mti,
+            processing_code=message.get(3),
+            amount=int(amount) if amount and amount.isdigit() else None,
+            currency=message.get(49),
+            pan_masked=mask_pan(card.pan) if card.pan else None,
+            pan_hash=pan_hash,
+            entry_mode=message.get(22),
+            response_code=outcome.code,
+            auth_code=auth_code,
+            rrn=response.get(37),
+            status=APPROVED if outcome.approved else DECLINED,
+            decline_step=outcome.step,
+            decline_reason=outcome.reason,
+            account_id=ctx.account.id if ctx.account else None,
+            posted_amount=posted,
+            fingerprint=fingerprint,
+            response_mti=response.mti,
+            response_fields={str(n): v for n, v in response.fields.items()},
+            created_at=req.at,
+            updated_at=req.at,
+        )
+
+    def _repeat(self, req: _Request, first: Transaction, fingerprint: str, rule: Rule | None) -> Reply:
+        """A request whose key the host has seen: a retransmission, or a STAN reused (94)."""
+        if first.status != ORPHAN_REVERSAL and first.fingerprint == fingerprint and first.response_fields is not None:
+            response = Message(str(first.response_mti), {int(n): v for n, v in first.response_fields.items()})
+            note = f"retransmission: first answer repeated (transaction {first.id})"
+        else:
+            response = self._response(req.message, _FINANCIAL_ECHO, "94", req.now)
+            response[37] = self._rrn(req.now)
+            note = (
+                f"key already used by an orphan reversal (transaction {first.id})"
+                if first.status == ORPHAN_REVERSAL
+                else f"STAN reused with different content (transaction {first.id})"
+            )
+        data = self._frame(response, req.envelope)
+        self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), at=req.at))
+        return Reply(data, _delay(rule))
+
+    # ---- 0400 / 0401: reversal ----
+
+    def _reversal(self, req: _Request) -> Reply:
+        message = req.message
+        rule = self._rule_for(message, read_card(message))
+        if rule is not None and rule.respond is not None:
+            return self._answer_only(req, _REVERSAL_ECHO, rule.respond, f"scenario rule {rule.name!r}", rule)
+        if (refusal := self._unknown_terminal(message)) is not None:
+            return self._answer_only(req, _REVERSAL_ECHO, *refusal)
+        tid = message[41]
+        stan, key_date = self._original_key(message, req.now)
+        original = self.journal.transaction(tid, stan, key_date)
+        response = self._response(message, _REVERSAL_ECHO, "00", req.now, stamp=False)
+        data = self._frame(response, req.envelope)
+        insert = update = None
+        postings: tuple[Posting, ...] = ()
+        if original is None:
+            insert = self._orphan(req, stan, key_date, response)
+            note = "orphan reversal: original never seen"
+        elif original.reversed_at is None and original.status in (APPROVED, DECLINED):
+            update = original
+            if original.status == APPROVED:
+                update.status = REVERSED
+            update.reversal_mti, update.reversal_stan = message.mti, message[11]
+            update.reversal_reason, update.reversed_at, update.updated_at = message.get(39), req.at, req.at
+            if original.posted_amount and original.account_id:
+                postings = (Posting(original.account_id, original.posted_amount),)
+            note = f"reverses transaction {original.id}"
+        else:
+            note = f"repeated reversal of transaction {original.id}: nothing to do"
+        self.journal.record(Unit(
+            (self._entry_in(req, note), self._entry_out(req, response)),
+            insert=insert, update=update, postings=postings, at=req.at,
+        ))
+        return Reply(data, _delay(rule))
+
+    def _original_key(self, message: Message, now: datetime) -> tuple[str, str]:
+        """(STAN, date) of the transaction a reversal undoes: field 90 when present, else its own."""
+        original = message.get(90)
+        if original is not None and len(original) >= 20:
+            return original[4:10], original[10:14]
+        return message[11], self._key_date(message, now)
+
+    def _orphan(self, req: _Request, stan: str, key_date: str, response: Message) -> Transaction:
+        message = req.message
+        card = read_card(message)
+        pan_hash = self.journal.pan_hash(card.pan) if card.pan else None
+        amount = message.get(4)
+        return Transaction(
+            business_date=req.business_date, terminal_id=message[41], merchant_id=message.get(42),
+            stan=stan, key_date=key_date, mti=message.mti, processing_code=message.get(3),
+            amount=int(amount) if amount and amount.isdigit() else None, currency=message.get(49),
+            pan_masked=mask_pan(card.pan) if card.pan else None, pan_hash=pan_hash, entry_mode=message.get(22),
+            response_code="00", auth_code=None, rrn=None, status=ORPHAN_REVERSAL,
+            decline_step=None, decline_reason=None, account_id=None, posted_amount=0,
+            fingerprint=_fingerprint(message, pan_hash), response_mti=response.mti,
+            response_fields={str(n): v for n, v in response.fields.items()},
+            reversal_mti=message.mti, reversal_stan=message[11], reversal_reason=message.get(39),
+            reversed_at=req.at, created_at=req.at, updated_at=req.at,
+        )
+
+    # ---- answers that change nothing but the message log ----
+
+    def _answer_only(self, req: _Request, echo: tuple[int, ...], code: str, note: str, rule: Rule | None = None) -> Reply:
+        response = self._response(req.message, echo, code, req.now)
+        data = self._frame(response, req.envelope)
+        self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), at=req.at))
+        return Reply(data, _delay(rule))
+
+    def _undecodable(self, exc: CodecError, envelope: Envelope, peer: str, now: datetime) -> Reply:
+        """Answer 30 to the MTI and STAN that could be read; otherwise close the connection."""
+        error = str(exc)  # codec errors never quote field values
+        partial = exc.partial or Message("")
+        shown = redacted_fields(partial)
+        log.warning("%s: undecodable message: %s; fields read: %s", peer, error, shown)
+        at = _stamp(now)
+        entry_in = MessageEntry(at, "in", peer, partial.get(41), partial.mti or "????", partial.get(11), shown, None, error)
+        answer = self._format_error_answer(partial, envelope)
+        if answer is None:
+            self.journal.record(Unit((entry_in,), at=at))
+            return Reply(close=True)
+        response, data = answer
+        entry_out = MessageEntry(at, "out", peer, response.get(41), response.mti, response.get(11),
+                                 redacted_fields(response), "30")
+        self.journal.record(Unit((entry_in, entry_out), at=at))
+        return Reply(data)
+
+    def _format_error_answer(self, partial: Message, envelope: Envelope) -> tuple[Message, bytes] | None:
+        stan = partial.get(11)
+        if not (_is_request_mti(partial.mti) and stan and len(stan) == 6 and stan.isdigit()):
+            return None
+        fields = {11: stan, 39: "30"}
+        tid = partial.get(41)
+        for attempt in ({**fields, 41: tid} if tid else None, fields):
+            if attempt is None:
+                continue
+            response = Message(response_mti(partial.mti), attempt)
+            try:
+                return response, self._frame(response, envelope)
+            except (CodecError, FramingError):
+                continue
+        return None
+
+    def _malfunction(self, message: Message | None, envelope: Envelope | None) -> Reply:
+        """96 to a request that hit an internal fault, unjournaled (the journal may be what failed)."""
+        if message is None or envelope is None:
+            return Reply(close=True)
+        answer = self._format_error_answer(message, envelope)
+        if answer is None:
+            return Reply(close=True)
+        response, _ = answer
+        response[39] = "96"
+        try:
+            return Reply(self._frame(response, envelope))
+        except (CodecError, FramingError):
+            return Reply(close=True)
+
+    # ---- building blocks ----
+
+    def _response(self, request: Message, echo: tuple[int, ...], code: str, now: datetime, stamp: bool = True) -> Message:
+        fields = {n: request.fields[n] for n in echo if n in request.fields}
+        for n in self._role_fields:
+            if n in request.fields:
+                fields[n] = request.fields[n]
+        if stamp:
+            fields[12] = f"{now.hour:02d}{now.minute:02d}{now.second:02d}"
+            fields[13] = f"{now.month:02d}{now.day:02d}"
+        fields[39] = code
+        return Message(response_mti(request.mti), fields)
+
+    def _frame(self, response: Message, envelope: Envelope) -> bytes:
+        return frame(self.framing, self.codec.encode(response), envelope.reply())
+
+    def _rrn(self, now: datetime) -> str:
+        """12 digits: year digit and day of year (YDDD), then a host-wide sequence claimed from the journal."""
+        if self._rrn_next >= self._rrn_end:
+            self._rrn_next = self.journal.reserve("rrn", _RRN_BLOCK)
+            self._rrn_end = self._rrn_next + _RRN_BLOCK
+        number = self._rrn_next
+        self._rrn_next += 1
+        return f"{now.year % 10}{now.timetuple().tm_yday:03d}{number % 100_000_000:08d}"
+
+    def _key_date(self, message: Message, now: datetime) -> str:
+        """MMDD of field 7 when present, else of the host's business date."""
+        sent = message.get(7)
+        if sent is not None and len(sent) >= 4:
+            return sent[:4]
+        return f"{now.month:02d}{now.day:02d}"
+
+    def _rule_for(self, message: Message, card: CardData | None) -> Rule | None:
+        amount = message.get(4)
+        return self.rules.match(Request(
+            mti=message.mti,
+            amount=int(amount) if amount and amount.isdigit() else None,
+            terminal=message.get(41),
+            processing_code=message.get(3),
+            card_last4=card.pan[-4:] if card and card.pan else None,
+        ))
+
+    def _entry_in(self, req: _Request, note: str | None) -> MessageEntry:
+        m = req.message
+        return MessageEntry(req.at, "in", req.peer, m.get(41), m.mti, m.get(11), redacted_fields(m), None, note)
+
+    def _entry_out(self, req: _Request, response: Message) -> MessageEntry:
+        return MessageEntry(req.at, "out", req.peer, response.get(41), response.mti, response.get(11),
+                            redacted_fields(response), response.get(39))
+
+
+def build_host(
+    dialect: str | Dialect,
+    db_path: str | Path,
+    fixtures_dir: str | Path | None = None,
+    clock: Clock = system_clock,
+    rng: random.Random | None = None,
+) -> HostCore:
+    """A host core wired from fixtures, with its journal at `db_path` (accounts seeded on first open)."""
+    dialect = dialect if isinstance(dialect, Dialect) else load_dialect(dialect)
+    registry = Registry.from_fixtures(fixtures_dir)
+    issuer = IssuerStub.from_fixtures(fixtures_dir)
+    rules = Rules.from_fixtures(fixtures_dir)
+    journal = Journal(db_path, rng=rng)
+    journal.seed_accounts(AccountBalance(a.id, a.currency, a.opening_balance) for a in issuer.accounts())
+    return HostCore(dialect, journal, registry, issuer, rules, clock=clock, rng=rng)
+
+
+def _fingerprint(message: Message, pan_hash: str | None) -> str:
+    """What makes two requests with one key the same request: MTI class, processing code, amount, card."""
+    content = f"{message.mti[1]}|{message.get(3)}|{message.get(4)}|{pan_hash}"
+    return hashlib.sha256(content.encode()).hexdigest()[:32]
+
+
+def _delay(rule: Rule | None) -> float:
+    return rule.delay if rule is not None else 0.0
+
+
+def _stamp(now: datetime) -> str:
+    return now.isoformat(timespec="milliseconds")
+
+
+def _is_request_mti(mti: str) -> bool:
+    return len(mti) == 4 and mti.isdigit() and mti[2] in "02"
+

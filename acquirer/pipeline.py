@@ -1,0 +1,247 @@
+"""The authorization pipeline: a list of small steps over a transaction
+context, each able to decline with an ISO 8583 response code.
+
+The first step that declines decides the answer, and its name is journaled
+(`decline_step`) with a reason, so a tester sees why a request failed. A
+step that raises declines with 96 instead of taking the host down. Reasons
+never contain card data: they end up in the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from possim.wire.message import Message
+from possim.wire.money import currency as find_currency
+
+if TYPE_CHECKING:
+    from possim.wire.dialect import Dialect
+
+    from .issuer import Account, IssuerStub
+    from .journal import Journal
+    from .registry import Merchant, Registry, TerminalProfile
+    from .rules import Rule
+
+log = logging.getLogger("possim.host")
+
+MANDATORY_FIELDS = (3, 4, 11, 22, 41, 42, 49)
+SUPPORTED_PROCESSING_CODES = frozenset({"000000"})
+"""Purchase only, for now; pre-authorization (030000) comes with holds."""
+
+
+@dataclass(frozen=True)
+class Decline:
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CardData:
+    """The card as presented: track 2 when swiped, field 2 and 14 when keyed."""
+
+    pan: str | None
+    expiry: str | None
+    keyed: bool
+    problem: str | None = None
+    """Why the card data cannot be read (a malformed track); never shows the data."""
+
+
+def read_card(message: Message) -> CardData:
+    track = message.get(35)
+    if track is not None:
+        for separator in "D=":
+            if separator in track:
+                pan, _, rest = track.partition(separator)
+                break
+        else:
+            return CardData(None, None, False, "track 2 has no field separator")
+        if not 12 <= len(pan) <= 19 or len(rest) < 7:
+            return CardData(None, None, False, "track 2 is not PAN, separator, expiry and service code")
+        return CardData(pan, rest[:4], False)
+    pan = message.get(2)
+    return CardData(pan, message.get(14), True)
+
+
+def luhn_ok(pan: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(pan)):
+        digit = ord(char) - 48
+        if index % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+@dataclass(frozen=True)
+class Services:
+    """What steps consult: configuration, the issuer stub and the journal (read only)."""
+
+    dialect: Dialect
+    registry: Registry
+    issuer: IssuerStub
+    journal: Journal
+
+
+@dataclass
+class Context:
+    """One request on its way through the steps; steps fill in what they learn."""
+
+    message: Message
+    now: datetime
+    business_date: str
+    services: Services
+    card: CardData
+    rule: Rule | None = None
+    terminal: TerminalProfile | None = None
+    merchant: Merchant | None = None
+    amount: int | None = None
+    currency: str | None = None
+    account: Account | None = None
+
+
+Step = Callable[[Context], "Decline | None"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: str
+    step: str | None = None
+    reason: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.code == "00"
+
+
+def terminal_signed_on(ctx: Context) -> Decline | None:
+    dialect, registry = ctx.services.dialect, ctx.services.registry
+    tid = ctx.message[41]
+    refusal = registry.refusal(tid, ctx.message.get(42))
+    if refusal is not None:
+        return Decline(dialect.response_code("terminal_unknown"), refusal)
+    session = ctx.services.journal.terminal(tid)
+    if session is None or session.signed_on_date != ctx.business_date:
+        return Decline(dialect.response_code("not_signed_on"), f"terminal {tid} has not signed on for {ctx.business_date}")
+    ctx.terminal = registry.terminal(tid)
+    ctx.merchant = registry.merchant(ctx.terminal.mid) if ctx.terminal else None
+    return None
+
+
+def fields_valid(ctx: Context) -> Decline | None:
+    message = ctx.message
+    missing = [str(n) for n in MANDATORY_FIELDS if n not in message]
+    if ctx.services.dialect.convention("transmission_datetime") and 7 not in message:
+        missing.append("7")
+    if ctx.card.problem is not None:
+        return Decline("30", ctx.card.problem)
+    if ctx.card.pan is None:
+        missing.append("2 or 35")
+    elif ctx.card.expiry is None:
+        missing.append("14")
+    if missing:
+        return Decline("30", f"missing mandatory field {', '.join(missing)}")
+    amount = message[4]
+    if not amount.isdigit() or int(amount) == 0:
+        return Decline("13", "amount is zero or not numeric")
+    if message[3] not in SUPPORTED_PROCESSING_CODES:
+        return Decline("12", f"processing code {message[3]} is not supported")
+    try:
+        known = find_currency(message[49]).numeric == message[49]
+    except ValueError:
+        known = False
+    if not known:
+        return Decline("30", f"currency {message[49]!r} is not an ISO 4217 numeric code")
+    ctx.amount, ctx.currency = int(amount), message[49]
+    return None
+
+
+def scenario_rules(ctx: Context) -> Decline | None:
+    if ctx.rule is not None and ctx.rule.respond is not None:
+        return Decline(ctx.rule.respond, f"scenario rule {ctx.rule.name!r}")
+    return None
+
+
+def card_number(ctx: Context) -> Decline | None:
+    pan = ctx.card.pan or ""
+    if not (12 <= len(pan) <= 19 and pan.isdigit() and luhn_ok(pan)):
+        return Decline("14", "PAN fails the Luhn check")
+    return None
+
+
+def card_expiry(ctx: Context) -> Decline | None:
+    expiry = ctx.card.expiry or ""
+    if len(expiry) != 4 or not expiry.isdigit() or not 1 <= int(expiry[2:]) <= 12:
+        return Decline("54", "expiry date is not a valid YYMM")
+    if (2000 + int(expiry[:2]), int(expiry[2:])) < (ctx.now.year, ctx.now.month):
+        return Decline("54", f"card expired at the end of {expiry[2:]}/{expiry[:2]}")
+    return None
+
+
+def keyed_entry(ctx: Context) -> Decline | None:
+    if ctx.card.keyed and ctx.merchant is not None and not ctx.merchant.allow_manual_entry:
+        return Decline("58", f"merchant {ctx.merchant.id} does not accept keyed entry")
+    return None
+
+
+def issuer_available(ctx: Context) -> Decline | None:
+    return ctx.services.issuer.availability(ctx.card.pan or "")
+
+
+def card_status(ctx: Context) -> Decline | None:
+    return ctx.services.issuer.card_refusal(ctx.card.pan or "")
+
+
+def account_rules(ctx: Context) -> Decline | None:
+    issuer = ctx.services.issuer
+    card = issuer.card(ctx.card.pan or "")
+    account = issuer.account(card.account_id) if card else None
+    if account is None:
+        raise LookupError("card on file without an account")
+    ctx.account = account
+    return issuer.account_refusal(account, ctx.amount or 0, ctx.currency or "")
+
+
+def funds(ctx: Context) -> Decline | None:
+    assert ctx.account is not None
+    balance = ctx.services.journal.balance(ctx.account.id)
+    if balance is None:
+        raise LookupError("account missing from the journal")
+    return ctx.services.issuer.funds_refusal(balance, ctx.amount or 0)
+
+
+STEPS: tuple[Step, ...] = (
+    terminal_signed_on,
+    fields_valid,
+    scenario_rules,
+    card_number,
+    card_expiry,
+    keyed_entry,
+    issuer_available,
+    card_status,
+    account_rules,
+    funds,
+)
+
+
+def run(steps: Sequence[Step], ctx: Context) -> Outcome:
+    for step in steps:
+        try:
+            decline = step(ctx)
+        except Exception as exc:  # a faulty step must not stop the host
+            log_fault(f"step {step.__name__}", exc)
+            return Outcome("96", step.__name__, f"internal fault: {type(exc).__name__}")
+        if decline is not None:
+            return Outcome(decline.code, step.__name__, decline.reason)
+    return Outcome("00")
+
+
+def log_fault(where: str, exc: BaseException) -> None:
+    """Log an internal fault with its traceback but not its message, which might quote card data."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("%s failed with %s\n%s", where, type(exc).__name__, frames.rstrip())

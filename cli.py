@@ -1,0 +1,416 @@
+"""The `possim` command: parsing arguments and printing results, nothing else.
+
+Conventions: `possim <area> <verb>`; every command that produces a result
+takes `--json` and then prints exactly one JSON object on stdout; errors are
+one line on stderr and a non-zero exit; amounts are typed in major units
+(`12.50`) and reported in JSON in minor units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from possim.wire.codec import Codec
+from possim.wire.dialect import builtin_names, load_dialect
+from possim.wire.framing import FramingError, decode_length, split_envelope
+from possim.wire.trace import describe, redacted_fields
+
+EXIT_ERROR = 1
+
+
+class CommandError(click.ClickException):
+    """A user-facing failure: printed as one line, exit 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"possim: error: {self.format_message()}", err=True)
+
+
+class PossimGroup(click.Group):
+    """Turns any failure below it into one readable line and a non-zero exit.
+
+    Set POSSIM_DEBUG=1 to see the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the one place a failure becomes a message
+            if os.environ.get("POSSIM_DEBUG"):
+                raise
+            raise CommandError(_one_line(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+def emit(as_json: bool, result: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """Print a command's result: one JSON object, or the human rendering."""
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, sort_keys=False))
+    else:
+        click.echo(render(result))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+dialect_option = click.option(
+    "--dialect", default="cup", show_default=True, help="Built-in dialect name or a dialect YAML file."
+)
+
+
+@click.group(cls=PossimGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="possim")
+def main() -> None:
+    """possim — a payment-acquiring lab: POS terminals, an acquirer host, ISO 8583 on the wire."""
+
+
+# --- dialect -----------------------------------------------------------------
+
+
+@main.group(cls=PossimGroup)
+def dialect() -> None:
+    """Inspect ISO 8583 dialects (built-in or YAML files)."""
+
+
+@dialect.command("list")
+@json_option
+def dialect_list(as_json: bool) -> None:
+    """List the built-in dialects."""
+    items = [{"name": n, "description": load_dialect(n).description} for n in builtin_names()]
+    emit(as_json, {"dialects": items}, lambda r: "\n".join(f"{d['name']:<12} {d['description']}" for d in r["dialects"]))
+
+
+@dialect.command("show")
+@click.argument("name")
+@json_option
+def dialect_show(name: str, as_json: bool) -> None:
+    """Show a dialect: framing, MAC scheme, roles and every field's encoding."""
+    d = load_dialect(name)
+    framing = d.framing
+    result = {
+        "name": d.name,
+        "description": d.description,
+        "source": d.source,
+        "framing": {
+            "length": framing.length,
+            "length_includes_header": framing.length_includes_header,
+            "tpdu": framing.tpdu.hex().upper() if framing.tpdu else None,
+            "header": framing.header.hex().upper(),
+        },
+        "mac": d.mac_scheme,
+        "roles": d.roles,
+        "subfields": {str(k): [[s.name, s.length] for s in v] for k, v in d.subfields.items()},
+        "conventions": d.conventions,
+        "fields": {k: v for k, v in d.spec.items()},
+    }
+    emit(as_json, result, _render_dialect)
+
+
+def _render_dialect(r: dict[str, Any]) -> str:
+    f = r["framing"]
+    lines = [
+        f"{r['name']}: {r['description']}",
+        f"  source   {r['source']}",
+        f"  framing  length {f['length']}{' (counts itself)' if f['length_includes_header'] else ''}"
+        f", TPDU {f['tpdu'] or 'none'}, header {f['header'] or 'none'}",
+        f"  MAC      {r['mac'] or 'none'}",
+        f"  roles    {', '.join(f'{k}={v}' for k, v in r['roles'].items()) or 'none'}",
+    ]
+    for number, parts in r["subfields"].items():
+        lines.append(f"  field {number}: " + " · ".join(f"{name} ({size})" for name, size in parts))
+    lines.append("  field  type  length       encoding            description")
+    for key, spec in r["fields"].items():
+        if spec["max_len"] == 0:
+            continue
+        var = {0: "fixed"}.get(spec["len_type"], f"var/{spec['len_enc']}{spec['len_type']}")
+        unit = "digits" if spec.get("len_count") == "nibbles" else "bytes"
+        lines.append(
+            f"  {key:>5}  {spec.get('type', ''):<4}  {spec['max_len']:>3} {unit:<6}  {var:<8} {spec['data_enc']:<10} {spec.get('desc', '')}"
+        )
+    return "\n".join(lines)
+
+
+# --- iso ---------------------------------------------------------------------
+
+
+@main.group(cls=PossimGroup)
+def iso() -> None:
+    """Decode ISO 8583 messages, redacted."""
+
+
+@iso.command("decode")
+@dialect_option
+@click.argument("hexdata", nargs=-1, required=True)
+@json_option
+def iso_decode(dialect: str, hexdata: tuple[str, ...], as_json: bool) -> None:
+    """Decode HEX (a whole frame as captured, or just the message) into a redacted field table.
+
+    Card data is masked: PAN first 6 / last 4, tracks and PIN blocks hidden.
+    """
+    d = load_dialect(dialect)
+    text = "".join("".join(hexdata).split())
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        bad = next(i for i, c in enumerate(text) if c not in "0123456789abcdefABCDEF")
+        raise CommandError(f"HEX is not hexadecimal: {text[bad]!r} at character {bad}") from None
+    prefix, body = _strip_frame(d, data)
+    codec = Codec(d)
+    message, lines = describe(codec, body, prefix)
+    if message is None:
+        codec.decode(body)  # raises the CodecError naming field and offset
+    result = {"dialect": d.name, "mti": message.mti, "fields": redacted_fields(message)}
+    emit(as_json, result, lambda r: "\n".join(lines))
+
+
+def _strip_frame(d: Any, data: bytes) -> tuple[bytes, bytes]:
+    """Split off length header, TPDU and dialect header when `data` is a whole frame.
+
+    A capture is taken as a frame when its length header announces exactly
+    the bytes that follow; otherwise it is the bare message.
+    """
+    framing = d.framing
+    size = framing.length_size
+    try:
+        framed = len(data) > size and decode_length(framing, data[:size]) == len(data) - size
+    except FramingError:
+        framed = False
+    if not framed:
+        return b"", data
+    envelope, body = split_envelope(framing, data[size:])
+    return data[: len(data) - len(body)], body
+
+
+# --- host --------------------------------------------------------------------
+
+
+@main.group(cls=PossimGroup)
+def host() -> None:
+    """Run the acquirer host."""
+
+
+@host.command("run")
+@click.option("--listen", default="127.0.0.1:8583", show_default=True, help="Address to listen on (port 0: any free port).")
+@dialect_option
+@click.option("--db", "db", default="journal.sqlite", show_default=True, type=click.Path(dir_okay=False), help="SQLite journal file (created if missing).")
+@click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True), help="Folder of merchants/terminals/cards/accounts/host_rules YAML overriding the built-ins.")
+@click.option("--trace", "trace", type=click.Path(dir_okay=False), help="Append a redacted hex and field trace of every frame to this file.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@json_option
+def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace: str | None, log_level: str, as_json: bool) -> None:
+    """Serve terminals over TCP until interrupted (Ctrl-C or SIGTERM).
+
+    Prints the address it listens on once it is ready (with --json, one JSON
+    object), then logs redacted events to stderr.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from possim.acquirer.core import build_host
+    from possim.acquirer.server import HostServer
+
+    address = _address(listen, "--listen")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    core = build_host(dialect, db, fixtures_dir)
+
+    async def serve() -> None:
+        server = HostServer(core, trace=trace)
+        bound = await server.start(*address)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+        result = {"listening": f"{bound[0]}:{bound[1]}", "dialect": core.dialect.name, "db": str(Path(db).resolve())}
+        emit(as_json, result, lambda r: f"possim host listening on {r['listening']} ({r['dialect']}), journal {r['db']}")
+        sys.stdout.flush()
+        await server.serve_forever()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        core.close()
+
+
+def _address(text: str, option: str) -> tuple[str, int]:
+    hostname, _, port = text.rpartition(":")
+    if not hostname or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise CommandError(f"{option} {text!r} must be HOST:PORT, e.g. 127.0.0.1:8583")
+    return hostname, int(port)
+
+
+# --- pos ---------------------------------------------------------------------
+
+EXIT_NO_ANSWER = 3
+
+
+def pos_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--host", "host_address", help="Host to call, HOST:PORT (default: the terminal's profile)."),
+        click.option("--tid", help="Terminal ID from terminals.yaml (default: the first one)."),
+        click.option("--dialect", help="Dialect name or YAML file (default: the terminal's profile)."),
+        click.option("--timeout", type=float, help="Seconds to wait for each answer (default: the profile's)."),
+        click.option("--state", "state_path", type=click.Path(dir_okay=False), help="Terminal state file (default: one per TID under the user data folder)."),
+        click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True), help="Folder of fixture YAML overriding the built-ins."),
+        click.option("--trace", "trace", type=click.Path(dir_okay=False), help="Append a redacted trace of every frame to this file."),
+        json_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.group(cls=PossimGroup)
+def pos() -> None:
+    """Drive a simulated POS terminal; its STAN, batch and owed reversal persist between calls."""
+
+
+@pos.command("signon")
+@pos_options
+def pos_signon(**options: Any) -> None:
+    """Sign the terminal on (0800, network management code 001)."""
+    _run_terminal(options, lambda terminal: terminal.sign_on())
+
+
+@pos.command("purchase")
+@click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
+@click.option("--card", "card_name", default="approve", show_default=True, help="A card name from cards.yaml, or a PAN.")
+@click.option("--expiry", help="Expiry YYMM for a raw PAN (or to override the card's).")
+@click.option("--manual", is_flag=True, help="Keyed entry (PAN and expiry in fields 2 and 14) instead of a swipe.")
+@pos_options
+def pos_purchase(amount: str, card_name: str, expiry: str | None, manual: bool, **options: Any) -> None:
+    """Buy: a 0200 purchase. An answer that does not come in time is reversed at once."""
+    from possim.terminal import resolve_card
+    from possim.wire.money import currency, parse_major
+
+    card = resolve_card(card_name, options["fixtures_dir"], expiry)
+
+    def purchase(terminal: Any) -> Any:
+        minor = parse_major(amount, currency(terminal.profile.currency))
+        return terminal.purchase(minor, card, manual=manual)
+
+    _run_terminal(options, purchase)
+
+
+@pos.command("reverse")
+@pos_options
+def pos_reverse(**options: Any) -> None:
+    """Send the reversal the terminal owes, or else reverse its last approved purchase."""
+    _run_terminal(options, lambda terminal: terminal.reverse())
+
+
+def _run_terminal(options: dict[str, Any], action: Callable[[Any], Any]) -> None:
+    import asyncio
+
+    from possim.terminal import TcpLink, Terminal, TerminalState, load_profile
+
+    profile = load_profile(
+        options["tid"], options["fixtures_dir"],
+        dialect=options["dialect"], host=options["host_address"], timeout=options["timeout"],
+    )
+    state = TerminalState(profile.tid, options["state_path"])
+    trace_file = open(options["trace"], "a", encoding="utf-8") if options["trace"] else None
+
+    async def go() -> Any:
+        terminal = Terminal(profile, TcpLink(*profile.address, profile.framing), state, trace=trace_file.write if trace_file else None)
+        try:
+            return await action(terminal)
+        finally:
+            await terminal.link.close()
+
+    try:
+        result = asyncio.run(go())
+    finally:
+        state.close()
+        if trace_file:
+            trace_file.close()
+    data = result.to_json()
+    emit(options["as_json"], data, _render_result)
+    if data["response_code"] is None:
+        sys.exit(EXIT_NO_ANSWER)
+
+
+def _render_result(r: dict[str, Any]) -> str:
+    from possim.wire.money import currency, format_major
+
+    amount = ""
+    if r.get("amount") is not None and r.get("currency"):
+        cur = currency(r["currency"])
+        amount = f" {format_major(r['amount'], cur)} {cur.alpha}"
+    if r["response_code"] is None:
+        head = f"NO ANSWER {r['operation']}{amount}: {r['message']}"
+    else:
+        verdict = "APPROVED" if r["approved"] else "DECLINED"
+        head = f"{verdict} {r['response_code']} {r['message']} — {r['operation']}{amount}"
+    parts = [f"tid {r['tid']}", f"stan {r['stan']}"]
+    parts += [f"{k} {r[k]}" for k in ("rrn", "auth_code", "masked_pan") if r.get(k)]
+    lines = [head, "  " + ", ".join(parts)]
+    for key in ("prior_reversal", "reversal"):
+        if r.get(key):
+            lines.append(f"  {key.replace('_', ' ')}: {r[key]['message']}")
+    return "\n".join(lines)
+
+
+# --- demo --------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Folder for the journal, terminal state and traces (default: a new possim-demo-* folder here).")
+@dialect_option
+@json_option
+def demo_command(out: str | None, dialect: str, as_json: bool) -> None:
+    """Run a whole business day against an in-process host over real TCP, then summarize it."""
+    import asyncio
+
+    from possim.demo import new_out_dir, run_demo
+
+    folder = Path(out) if out else new_out_dir(Path.cwd())
+    if folder.exists() and any(folder.iterdir()):
+        raise CommandError(f"--out {folder} is not empty; give a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.rmdir()
+    click.echo(f"possim demo: business day in {folder} ...", err=True)
+    report = asyncio.run(run_demo(folder, dialect))
+    emit(as_json, report.to_json(), _render_demo)
+    if not report.ok:
+        sys.exit(EXIT_ERROR)
+
+
+def _render_demo(r: dict[str, Any]) -> str:
+    from possim.wire.money import currency, format_major
+
+    def money(amounts: dict[str, int]) -> str:
+        return ", ".join(f"{format_major(v, currency(c))} {currency(c).alpha}" for c, v in amounts.items() if c) or "-"
+
+    lines = [f"possim demo — host {r['host']} ({r['dialect']})", ""]
+    for s in r["steps"]:
+        mark = "ok " if s["ok"] else "FAIL"
+        lines.append(f"  {mark} {s['step']:>2}. {s['terminal']}  {s['title']:<58} expected {s['expected']:<8} got {s['got']}")
+    j = r["journal"]
+    lines += ["", f"Journal: {j['transactions']} transactions, {j['messages']} messages", "  code  status      count  amount"]
+    for g in j["by_response_code"]:
+        lines.append(f"  {g['response_code']:<4}  {g['status']:<10}  {g['count']:>5}  {money(g['amounts'])}")
+    lines.append("  answers sent: " + ", ".join(f"{k} ×{v}" for k, v in j["answers_sent"].items()))
+    lines += ["", "Terminals:"]
+    for t in r["terminals"]:
+        lines.append(
+            f"  {t['tid']}  last STAN {t['last_stan']:06d}, batch {t['batch_number']:06d}: "
+            f"{t['open_batch']['count']} approved, {money(t['open_batch']['amounts'])}; "
+            f"reversal owed: {t['pending_reversal'] or 'none'}"
+        )
+    lines += ["", "Files:"] + [f"  {name:<16} {path}" for name, path in r["files"].items()]
+    failed = [s for s in r["steps"] if not s["ok"]]
+    lines += ["", "All steps answered as expected." if not failed else f"{len(failed)} step(s) did not answer as expected."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

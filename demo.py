@@ -1,0 +1,310 @@
+"""`possim demo`: one short business day, the whole product in one run.
+
+An acquirer host starts in-process on an ephemeral loopback port with a
+fresh journal; two POS terminals sign on and trade with it over real TCP:
+approvals, every decline the host produces, a malformed request, a
+retransmission, a reused STAN, and a request the host answers too late so
+the terminal reverses it by itself. Every step states the answer it expects,
+so the demo checks itself. The summary is read back from the journal and the
+terminals' state files, not from the script.
+
+This module may import every package, like cli.py; cli.py only prints what
+it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Awaitable, Callable, TextIO
+
+from possim.acquirer.core import build_host
+from possim.acquirer.journal import Journal
+from possim.acquirer.server import HostServer
+from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
+from possim.terminal.messages import build_purchase
+from possim.wire.clock import Clock, system_clock
+from possim.wire.codec import Codec
+from possim.wire.framing import frame, split_envelope
+from possim.wire.message import Message
+
+DEMO_SEED = 20261203
+TERMINAL_TIMEOUT = 1.0
+"""Seconds the demo terminals wait for an answer; the host's late-answer rule waits far longer."""
+
+
+@dataclass
+class StepResult:
+    number: int
+    title: str
+    terminal: str
+    expected: str
+    """Response code expected, or "reversed" for the late answer."""
+    got: str
+    detail: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.got
+
+
+@dataclass
+class DemoReport:
+    out: Path
+    host: str
+    dialect: str
+    steps: list[StepResult] = field(default_factory=list)
+    journal: dict[str, Any] = field(default_factory=dict)
+    terminals: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "out": str(self.out),
+            "host": self.host,
+            "dialect": self.dialect,
+            "steps": [
+                {"step": s.number, "title": s.title, "terminal": s.terminal, "expected": s.expected,
+                 "got": s.got, "ok": s.ok, "result": s.detail}
+                for s in self.steps
+            ],
+            "journal": self.journal,
+            "terminals": self.terminals,
+            "files": self.files,
+        }
+
+
+def new_out_dir(parent: Path, clock: Clock = system_clock) -> Path:
+    """A fresh folder for one demo run: possim-demo-YYYYMMDD-HHMMSS[-N]."""
+    base = parent / f"possim-demo-{clock():%Y%m%d-%H%M%S}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+class _Raw:
+    """Hand-made frames for what a well-behaved terminal never sends: garbage, repeats, reused STANs."""
+
+    def __init__(self, terminal: Terminal, address: tuple[str, int]):
+        self.terminal = terminal
+        self.codec = Codec(terminal.dialect)
+        self.link = TcpLink(*address, terminal.framing)
+
+    def purchase(self, amount: int, card: Card, stan: str | None = None) -> Message:
+        t = self.terminal
+        return build_purchase(
+            t.dialect, tid=t.profile.tid, mid=t.profile.mid, stan=stan or t.state.next_stan(), now=t.clock(),
+            amount=amount, currency=t.profile.currency, card=card, manual=False,
+            pin_pad=t.profile.pin_pad, batch_number=t.state.batch_number,
+        )
+
+    async def send(self, body: bytes) -> Message:
+        payload = await self.link.exchange(frame(self.terminal.framing, body), TERMINAL_TIMEOUT)
+        return self.codec.decode(split_envelope(self.terminal.framing, payload)[1])
+
+
+async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock) -> DemoReport:
+    out.mkdir(parents=True, exist_ok=False)
+    files = {
+        "journal": out / "journal.sqlite",
+        "host_trace": out / "host-trace.log",
+        "terminal_trace": out / "terminal-trace.log",
+        "host_log": out / "host.log",
+    }
+    log_handler = _log_to(files["host_log"])
+    core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED))
+    server = HostServer(core, trace=files["host_trace"])
+    address = await server.start("127.0.0.1", 0)
+    report = DemoReport(out=out, host=f"{address[0]}:{address[1]}", dialect=core.dialect.name)
+    trace_file = files["terminal_trace"].open("a", encoding="utf-8")
+    terminals: list[Terminal] = []
+    try:
+        for tid in ("10000001", "10000002"):
+            profile = load_profile(tid, dialect=dialect, host=report.host, timeout=TERMINAL_TIMEOUT)
+            state_path = out / "terminals" / f"{tid}.sqlite"
+            files[f"terminal_{tid}"] = state_path
+            terminals.append(
+                Terminal(profile, TcpLink(*address, profile.framing), TerminalState(tid, state_path),
+                         clock=clock, trace=_writer(trace_file))
+            )
+        await _business_day(report, terminals, address)
+    finally:
+        for t in terminals:
+            await t.link.close()
+        await server.stop()
+        core.close()
+        trace_file.close()
+        _stop_logging(log_handler)
+    report.journal = _journal_summary(files["journal"])
+    report.terminals = [_terminal_summary(t) for t in terminals]
+    for t in terminals:
+        t.state.close()
+    report.files = {name: str(path) for name, path in files.items()}
+    return report
+
+
+def _log_to(path: Path) -> logging.Handler:
+    """Send possim's own log (redacted by construction) to the demo folder instead of the console."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("possim")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
+
+
+def _stop_logging(handler: logging.Handler) -> None:
+    logger = logging.getLogger("possim")
+    logger.removeHandler(handler)
+    logger.propagate = True
+    handler.close()
+
+
+def _writer(file: TextIO) -> Callable[[str], None]:
+    def write(record: str) -> None:
+        file.write(record)
+        file.flush()
+
+    return write
+
+
+async def _business_day(report: DemoReport, terminals: list[Terminal], address: tuple[str, int]) -> None:
+    t1, t2 = terminals
+    card = resolve_card
+    raw = _Raw(t1, address)
+
+    async def step(title: str, terminal: Terminal, expected: str, action: Callable[[], Awaitable[Any]]) -> None:
+        result = await action()
+        detail = result.to_json() if hasattr(result, "to_json") else result
+        got = detail.get("outcome") or detail.get("response_code") or "no answer"
+        report.steps.append(StepResult(len(report.steps) + 1, title, terminal.profile.tid, expected, got, detail))
+
+    def buy(terminal: Terminal, amount: int, name: str, **kw: Any) -> Callable[[], Awaitable[Any]]:
+        return lambda: terminal.purchase(amount, card(name), **kw)
+
+    await step("purchase before sign-on", t2, "77", buy(t2, 1000, "approve"))
+    await step("sign-on", t1, "00", t1.sign_on)
+    await step("sign-on", t2, "00", t2.sign_on)
+    await step("purchase 12.50, swiped", t1, "00", buy(t1, 1250, "approve"))
+    await step("purchase 88.00, keyed", t1, "00", buy(t1, 8800, "approve2", manual=True))
+    await step("purchase 230.00, swiped", t2, "00", buy(t2, 23000, "approve"))
+    await step("insufficient funds", t1, "51", buy(t1, 2000, "insufficient"))
+    await step("expired card", t1, "54", buy(t1, 1000, "expired"))
+    await step("lost card", t1, "41", buy(t1, 1000, "lost"))
+    await step("stolen card", t1, "43", buy(t1, 1000, "stolen"))
+    await step("card restricted", t1, "57", buy(t1, 1000, "restricted"))
+    await step("card blocked by issuer", t1, "05", buy(t1, 1000, "blocked"))
+    await step("above the per-transaction limit", t1, "61", buy(t1, 15000, "over-limit"))
+    await step("issuer down", t1, "91", buy(t1, 1000, "issuer-down"))
+    await step("PAN fails Luhn", t1, "14", buy(t1, 1000, "invalid-pan"))
+    await step("no issuer for the BIN", t1, "15", lambda: t1.purchase(1000, card("6011000000000004")))
+    await step("zero amount", t1, "13", buy(t1, 0, "approve"))
+    await step("cash advance not supported", t1, "12", buy(t1, 1000, "approve", processing_code="010000"))
+    await step("incorrect PIN (scenario rule, amount 55.01)", t1, "55", buy(t1, 5501, "approve"))
+    await step("system malfunction (scenario rule, amount 96.01)", t1, "96", buy(t1, 9601, "approve"))
+    await step("keyed entry at a merchant that forbids it", t2, "58", buy(t2, 1000, "approve", manual=True))
+    await step("malformed request: amount not BCD", t1, "30", lambda: _malformed(raw, card("approve")))
+    await step("retransmission answered identically, posted once", t1, "00", lambda: _retransmission(raw, card("approve2")))
+    await step("new request reusing a STAN", t1, "94", lambda: _reused_stan(raw, card("approve2")))
+    await step("answer too late: automatic reversal (rule, amount 68.01)", t1, "reversed", lambda: _late(t1, card("approve")))
+    await step("purchase after the reversal", t1, "00", buy(t1, 4200, "approve"))
+
+
+async def _malformed(raw: _Raw, card: Card) -> dict[str, Any]:
+    request = raw.purchase(1000, card)
+    body = bytearray(raw.codec.encode(request))
+    start, end = raw.codec.spans(bytes(body))["4"]
+    body[end - 1] = 0x0A  # the last BCD byte of field 4 now holds a non-digit
+    answer = await raw.send(bytes(body))
+    return {"stan": request[11], "mti": answer.mti, "response_code": answer[39], "echoed_stan": answer.get(11)}
+
+
+async def _retransmission(raw: _Raw, card: Card) -> dict[str, Any]:
+    request = raw.purchase(1500, card)
+    body = raw.codec.encode(request)
+    first, second = await raw.send(body), await raw.send(body)
+    same = first == second
+    return {
+        "stan": request[11], "response_code": first[39] if same else "answers differ",
+        "rrn": first.get(37), "auth_code": first.get(38), "second_rrn": second.get(37),
+        "second_auth_code": second.get(38),
+    }
+
+
+async def _reused_stan(raw: _Raw, card: Card) -> dict[str, Any]:
+    """The STAN of the retransmission step, with a different amount."""
+    stan = f"{int(raw.terminal.state.last_stan):06d}"
+    request = raw.purchase(1600, card, stan=stan)
+    answer = await raw.send(raw.codec.encode(request))
+    return {"stan": stan, "response_code": answer[39]}
+
+
+async def _late(terminal: Terminal, card: Card) -> dict[str, Any]:
+    result = (await terminal.purchase(6801, card)).to_json()
+    reversal = result["reversal"] or {}
+    result["outcome"] = "reversed" if result["timed_out"] and reversal.get("acknowledged") else "not reversed"
+    return result
+
+
+def _journal_summary(path: Path) -> dict[str, Any]:
+    """Counts and amounts per response code, from the journal the host wrote.
+
+    Transactions are grouped by response code and life status (an approved
+    purchase later reversed counts as reversed). Answers that created no
+    transaction — format errors, duplicates, sign-ons, reversal
+    acknowledgements — are counted from the message log.
+    """
+    journal = Journal(path)
+    try:
+        rows = journal.transactions()
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        for txn in rows:
+            group = groups.setdefault((txn.response_code, txn.status), {"count": 0, "amounts": {}})
+            group["count"] += 1
+            if txn.currency is not None:
+                group["amounts"][txn.currency] = group["amounts"].get(txn.currency, 0) + (txn.amount or 0)
+        messages = journal.messages()
+        answers: dict[str, int] = {}
+        for entry in messages:
+            if entry.direction == "out":
+                key = f"{entry.mti} {entry.response_code or '--'}"
+                answers[key] = answers.get(key, 0) + 1
+        return {
+            "transactions": len(rows),
+            "messages": len(messages),
+            "by_response_code": [
+                {"response_code": code, "status": status, **group}
+                for (code, status), group in sorted(groups.items())
+            ],
+            "answers_sent": dict(sorted(answers.items())),
+            "accounts": [{"id": a.id, "currency": a.currency, "balance": a.balance} for a in journal.balances()],
+        }
+    finally:
+        journal.close()
+
+
+def _terminal_summary(terminal: Terminal) -> dict[str, Any]:
+    state = terminal.state
+    batch = state.open_batch()
+    totals: dict[str, int] = {}
+    for entry in batch:
+        totals[entry.currency] = totals.get(entry.currency, 0) + entry.amount
+    owed = state.pending_reversal()
+    return {
+        "tid": terminal.profile.tid,
+        "last_stan": state.last_stan,
+        "batch_number": state.batch_number,
+        "open_batch": {"count": len(batch), "amounts": totals},
+        "pending_reversal": owed.original_stan if owed else None,
+    }

@@ -1,0 +1,1 @@
+"""Payment cryptography and the mock HSM (PIN blocks, MACs, DUKPT, key blocks)."""

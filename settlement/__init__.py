@@ -1,0 +1,1 @@
+"""Business date, cut-over, settlement files and reconciliation."""
