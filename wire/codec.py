@@ -12,7 +12,7 @@ log line through an exception message.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import iso8583
 from iso8583.decoder import DecodeError
@@ -30,6 +30,15 @@ _PACKED_CONTENT = {
     # Packed BCD has no nibble for '=': tracks use D as the separator.
     "n": ("0123456789", "digits"),
     "z": ("0123456789D", "track digits with D separators"),
+}
+_FAST_CONTENT = {
+    # The same rules as regular expressions: the quick yes on the hot path;
+    # `_content_fault` finds the offending character only when this says no.
+    ("text", "n"): r"[0-9]*\Z",
+    ("text", "z"): r"[0-9D=]*\Z",
+    ("text", "xn"): r"[CD][0-9]*\Z",
+    ("packed", "n"): r"[0-9]*\Z",
+    ("packed", "z"): r"[0-9D]*\Z",
 }
 _MTI = re.compile(r"[0-9]{4}\Z")
 _HEX_BITMAP = re.compile(r"[0-9A-Fa-f]*\Z")
@@ -79,18 +88,35 @@ class Codec:
         self._spec = dialect.spec
         self._decode_spec = {str(n): _UNDEFINED for n in range(2, 193)} | dialect.spec
         self._checks: dict[int, tuple[str, str]] = {}
+        self._valid: dict[int, Callable[[str], object]] = {}
         for key, entry in dialect.spec.items():
-            table = _PACKED_CONTENT if entry["data_enc"] == "b" else _TEXT_CONTENT
+            packing = "packed" if entry["data_enc"] == "b" else "text"
+            table = _PACKED_CONTENT if packing == "packed" else _TEXT_CONTENT
             if key.isdigit() and key != "1" and entry.get("type") in table:
                 self._checks[int(key)] = table[entry["type"]]
+                self._valid[int(key)] = re.compile(_FAST_CONTENT[packing, entry["type"]]).match
+        self._text_prefixes = {
+            key: entry["len_enc"]
+            for key, entry in dialect.spec.items()
+            if entry["len_type"] and entry["len_enc"] not in ("b", "bcd")
+        }
+        numbers = [n for n in _FIELD_NUMBERS if n != _TERTIARY and str(n) in dialect.spec]
+        self._encode_rules = {n: (str(n), self._valid.get(n)) for n in numbers}
+        """Field number → (pyiso8583 key, quick content check), for the fields this dialect carries."""
+        self._decode_rules = {str(n): (n, self._valid.get(n), self._text_prefixes.get(str(n))) for n in numbers}
+        """pyiso8583 key → (field number, quick content check, text length-prefix encoding)."""
+        self._text_bitmaps = tuple(k for k in ("p", "1") if dialect.spec[k]["data_enc"] != "b")
 
     def encode(self, message: Message) -> bytes:
         if not isinstance(message.mti, str) or not _MTI.match(message.mti):
             raise CodecError("t", None, "expected 4 digits")
         doc: dict[str, Any] = {"t": message.mti}
+        rules = self._encode_rules
         for number, value in message.fields.items():
-            self._check_encodable(number, value)
-            doc[str(number)] = value
+            rule = rules.get(number) if type(number) is int else None
+            if rule is None or type(value) is not str or (rule[1] is not None and rule[1](value) is None):
+                self._check_encodable(number, value)  # raises, naming what is wrong
+            doc[rule[0]] = value
         try:
             data, _ = iso8583.encode(doc, self._spec)
         except EncodeError as exc:
@@ -131,31 +157,51 @@ class Codec:
             doc, encoded = iso8583.decode(data, self._decode_spec)
         except DecodeError as exc:
             raise self._decode_error(exc) from None
+        mti = doc["t"]
+        suspect = not _MTI.match(mti) or _tertiary_flagged(doc)
+        for key in self._text_bitmaps:
+            suspect = suspect or (key in doc and not _HEX_BITMAP.match(doc[key]))
+        fields = {}
+        rules = self._decode_rules
+        for key, value in doc.items():
+            rule = rules.get(key)
+            if rule is None:
+                continue
+            number, check, prefix = rule
+            fields[number] = value
+            if check is not None and check(value) is None:
+                suspect = True
+            elif prefix is not None and not _length_prefix_ok(prefix, encoded[key]["len"]):
+                suspect = True
+        if suspect:
+            raise self._content_error(doc, encoded)
+        return Message(mti, fields)
+
+    def _content_error(self, doc: dict[str, str], encoded: dict[str, dict[str, bytes]]) -> CodecError:
+        """The error for a message pyiso8583 could read but whose content breaks a rule."""
         spans = field_spans(encoded)
         message = _partial(doc)
         if not _MTI.match(message.mti):
-            raise CodecError("t", spans["t"][0], "expected 4 digits", None, {})
+            return CodecError("t", spans["t"][0], "expected 4 digits", None, {})
         if _tertiary_flagged(doc):
-            raise self._tertiary_error(doc, spans)
+            return self._tertiary_error(doc, spans)
         for key in ("p", "1"):
             if key in doc and not _HEX_BITMAP.match(doc[key]):
                 trusted = {k: spans[k] for k in ("h", "t") if k in spans}
-                raise CodecError(key, spans[key][0], "expected 16 hex digits", Message(message.mti), trusted)
+                return CodecError(key, spans[key][0], "expected 16 hex digits", Message(message.mti), trusted)
         faults = []
         for number, value in message.fields.items():
             key = str(number)
             fault = self._content_fault(number, value)
             if fault is not None:
                 faults.append((self._fault_offset(key, fault[0], value, encoded, spans), number, fault[1]))
-            elif not _length_prefix_ok(self._spec[key], encoded[key]["len"]):
+            elif key in self._text_prefixes and not _length_prefix_ok(self._text_prefixes[key], encoded[key]["len"]):
                 faults.append((spans[key][0], number, "expected digits in the length prefix"))
-        if faults:
-            for _, bad, _ in faults:
-                del message.fields[bad]
-                spans.pop(str(bad))
-            offset, number, expected = min(faults)
-            raise CodecError(str(number), offset, expected, message, spans)
-        return message
+        for _, bad, _ in faults:
+            del message.fields[bad]
+            spans.pop(str(bad))
+        offset, number, expected = min(faults)
+        return CodecError(str(number), offset, expected, message, spans)
 
     def _decode_error(self, exc: DecodeError) -> CodecError:
         """pyiso8583's error, with the faulty field kept out of `partial` and `spans`."""
@@ -220,11 +266,11 @@ class Codec:
         return field_spans(encoded)
 
 
-def _length_prefix_ok(entry: dict[str, Any], prefix: bytes) -> bool:
+def _length_prefix_ok(encoding: str, prefix: bytes) -> bool:
     """Text length prefixes must be plain digits; int() alone would also take ' 9', '+9' or '1_0'."""
-    if not prefix or entry["len_enc"] in ("b", "bcd"):
-        return True
-    return all(ch in "0123456789" for ch in prefix.decode(entry["len_enc"]))
+    if encoding == "ascii":
+        return prefix.isdigit()  # bytes.isdigit is ASCII-only
+    return all(ch in "0123456789" for ch in prefix.decode(encoding))
 
 
 def _tertiary_flagged(doc: dict[str, str]) -> bool:
@@ -246,6 +292,9 @@ def field_spans(encoded: dict[str, dict[str, bytes]]) -> dict[str, tuple[int, in
     return spans
 
 
+_NUMBER = {str(n): n for n in _FIELD_NUMBERS}
+
+
 def _partial(doc: dict[str, str]) -> Message:
-    fields = {int(k): v for k, v in doc.items() if k.isdigit() and k != "1"}
+    fields = {_NUMBER[k]: v for k, v in doc.items() if k in _NUMBER}
     return Message(doc.get("t", ""), fields)
