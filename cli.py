@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from possim.wire.codec import Codec
+from possim.wire.codec import Codec, CodecError
 from possim.wire.dialect import builtin_names, load_dialect
 from possim.wire.framing import FramingError, decode_length, split_envelope
 from possim.wire.trace import describe, redacted_fields
@@ -149,45 +149,69 @@ def iso() -> None:
 
 @iso.command("decode")
 @dialect_option
+@click.option(
+    "--input", "shape", type=click.Choice(["auto", "frame", "message"]), default="auto", show_default=True,
+    help="What HEX holds: a whole frame (length header, TPDU, header, message), just the message, or auto-detect.",
+)
 @click.argument("hexdata", nargs=-1, required=True)
 @json_option
-def iso_decode(dialect: str, hexdata: tuple[str, ...], as_json: bool) -> None:
+def iso_decode(dialect: str, shape: str, hexdata: tuple[str, ...], as_json: bool) -> None:
     """Decode HEX (a whole frame as captured, or just the message) into a redacted field table.
 
     Card data is masked: PAN first 6 / last 4, tracks and PIN blocks hidden.
+    Spaces in HEX are ignored, so a hex dump can be pasted as it is.
     """
     d = load_dialect(dialect)
     text = "".join("".join(hexdata).split())
     try:
         data = bytes.fromhex(text)
     except ValueError:
-        bad = next(i for i, c in enumerate(text) if c not in "0123456789abcdefABCDEF")
-        raise CommandError(f"HEX is not hexadecimal: {text[bad]!r} at character {bad}") from None
-    prefix, body = _strip_frame(d, data)
+        bad = next((i for i, c in enumerate(text) if c not in "0123456789abcdefABCDEF"), len(text))
+        raise CommandError(f"HEX is not hexadecimal: {text[bad:bad + 1]!r} at character {bad}") from None
+    prefix, body = _strip_frame(d, data, shape)
     codec = Codec(d)
     message, lines = describe(codec, body, prefix)
     if message is None:
-        codec.decode(body)  # raises the CodecError naming field and offset
+        try:
+            codec.decode(body)
+        except CodecError as exc:
+            raise CommandError(_with_frame_offset(str(exc), exc.offset, len(prefix))) from None
     result = {"dialect": d.name, "mti": message.mti, "fields": redacted_fields(message)}
     emit(as_json, result, lambda r: "\n".join(lines))
 
 
-def _strip_frame(d: Any, data: bytes) -> tuple[bytes, bytes]:
+def _strip_frame(d: Any, data: bytes, shape: str) -> tuple[bytes, bytes]:
     """Split off length header, TPDU and dialect header when `data` is a whole frame.
 
-    A capture is taken as a frame when its length header announces exactly
-    the bytes that follow; otherwise it is the bare message.
+    Auto-detection takes `data` for a frame when its length header announces
+    exactly the bytes that follow, or when the dialect has a TPDU and one
+    stands where it should; otherwise it is the bare message.
     """
     framing = d.framing
     size = framing.length_size
-    try:
-        framed = len(data) > size and decode_length(framing, data[:size]) == len(data) - size
-    except FramingError:
-        framed = False
-    if not framed:
+    if shape == "message" or len(data) <= size:
         return b"", data
-    envelope, body = split_envelope(framing, data[size:])
+    follows = len(data) - size
+    try:
+        announced = decode_length(framing, data[:size])
+    except FramingError:
+        if shape == "frame":
+            raise
+        announced = None
+    tpdu_in_place = framing.tpdu is not None and data[size] == framing.tpdu[0]
+    if shape == "auto" and announced != follows and not tpdu_in_place:
+        return b"", data
+    if announced != follows:
+        raise CommandError(f"length header at byte offset 0 announces {announced} bytes, but {follows} follow it")
+    _, body = split_envelope(framing, data[size:])
     return data[: len(data) - len(body)], body
+
+
+def _with_frame_offset(text: str, offset: int | None, prefix: int) -> str:
+    """Codec offsets count from the MTI; a user who pasted a frame counts from its first byte."""
+    if offset is None or prefix == 0:
+        return text
+    return f"{text} (byte {offset + prefix} of the frame)"
 
 
 # --- host --------------------------------------------------------------------

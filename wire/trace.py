@@ -110,7 +110,7 @@ def describe(codec: Codec, body: bytes, prefix: bytes = b"") -> tuple[Message | 
     if message is not None:
         lines.append(f"  MTI   {message.mti}")
         for key, value in redacted_fields(message).items():
-            lines.append(f"  [{key:>3}] {codec.dialect.field_name(int(key))[:34]:<34} {value}")
+            lines.append(f"  [{key:>3}] {codec.dialect.field_name(int(key))[:40]:<40} {value}")
     else:
         lines.append(f"  undecodable: {error}")
     return message, lines

@@ -1,0 +1,183 @@
+"""The `possim` command as a user runs it: separate processes, real TCP,
+one JSON object per --json, one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from possim.acquirer.journal import Journal
+from possim.terminal.cards import fixture_cards
+
+POSSIM = [sys.executable, "-m", "possim.cli"]
+
+
+def possim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*POSSIM, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("possim: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def host(tmp_path: Path):
+    """`possim host run` in its own process on an ephemeral port."""
+    db = tmp_path / "journal.sqlite"
+    process = subprocess.Popen(
+        [*POSSIM, "host", "run", "--listen", "127.0.0.1:0", "--dialect", "cup", "--db", str(db), "--json",
+         "--trace", str(tmp_path / "host-trace.log")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    ready = json.loads(process.stdout.readline())
+    yield ready["listening"], db
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_host_run_and_pos_purchase_in_separate_processes(host, tmp_path: Path) -> None:
+    address, db = host
+    state = str(tmp_path / "t1.sqlite")
+    common = ["--host", address, "--tid", "10000001", "--state", state, "--json"]
+
+    signon = possim("pos", "signon", *common)
+    assert signon.returncode == 0, signon.stderr
+    assert json.loads(signon.stdout)["response_code"] == "00"
+
+    bought = possim("pos", "purchase", "--amount", "12.50", "--card", "approve", *common)
+    assert bought.returncode == 0, bought.stderr
+    result = json.loads(bought.stdout)  # exactly one JSON object
+    assert result["mti"] == "0210"
+    assert result["approved"] is True and result["response_code"] == "00"
+    assert result["amount"] == 1250 and result["currency"] == "156"
+    assert len(result["rrn"]) == 12 and len(result["auth_code"]) == 6
+    assert result["stan"] == "000002"  # the sign-on took 000001: state persists between processes
+
+    declined = possim("pos", "purchase", "--amount", "20.00", "--card", "insufficient", *common)
+    assert declined.returncode == 0
+    assert json.loads(declined.stdout)["response_code"] == "51"
+
+    reversed_ = possim("pos", "reverse", *common)
+    assert json.loads(reversed_.stdout)["response_code"] == "00"
+
+    journal = Journal(db)
+    try:
+        rows = {t.stan: t for t in journal.transactions()}
+        assert rows["000002"].status == "reversed" and rows["000002"].amount == 1250
+        assert rows["000003"].response_code == "51"
+        assert journal.balance("A-1001") == 5000000  # the reversal restored the purchase
+    finally:
+        journal.close()
+
+
+def test_pos_purchase_text_output_names_the_verdict(host, tmp_path: Path) -> None:
+    address, _ = host
+    common = ["--host", address, "--tid", "10000002", "--state", str(tmp_path / "t2.sqlite")]
+    assert possim("pos", "signon", *common).returncode == 0
+    out = possim("pos", "purchase", "--amount", "3.20", "--card", "expired", *common).stdout
+    assert out.startswith("DECLINED 54")
+    assert "3.20 CNY" in out
+    assert "6228480010000000033" not in out and "622848*********0033" in out
+
+
+def test_pos_against_a_closed_port_is_one_line(tmp_path: Path) -> None:
+    result = possim("pos", "signon", "--host", "127.0.0.1:1", "--state", str(tmp_path / "s.sqlite"))
+    assert "127.0.0.1:1" in one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["pos", "purchase", "--amount", "12.345", "--host", "127.0.0.1:1"], "decimal places"),
+        (["pos", "purchase", "--amount", "ten", "--host", "127.0.0.1:1"], "not a number"),
+        (["pos", "purchase", "--amount", "1", "--card", "nosuchcard", "--host", "127.0.0.1:1"], "nosuchcard"),
+        (["pos", "signon", "--tid", "99999999"], "99999999"),
+        (["host", "run", "--listen", "nonsense"], "HOST:PORT"),
+        (["dialect", "show", "nosuch"], "nosuch"),
+        (["iso", "decode", "--dialect", "cup", "zz"], "character 0"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args: list[str], names: str, tmp_path: Path) -> None:
+    if args[0] == "pos":
+        args = [*args, "--state", str(tmp_path / "s.sqlite")]
+    assert names in one_line_error(possim(*args))
+
+
+def _purchase_hex(dialect: str, manual: bool) -> str:
+    from datetime import datetime
+
+    from possim.terminal.messages import build_purchase
+    from possim.wire.codec import Codec
+    from possim.wire.dialect import load_dialect
+    from possim.wire.framing import frame
+
+    d = load_dialect(dialect)
+    card = fixture_cards()["approve"]
+    message = build_purchase(
+        d, tid="10000001", mid="898310048160001", stan="000042", now=datetime(2026, 12, 3, 9, 30),
+        amount=1250, currency="156", card=card, manual=manual, pin_pad=True, batch_number=1,
+    )
+    return frame(d.framing, Codec(d).encode(message)).hex()
+
+
+@pytest.mark.parametrize("dialect", ["cup", "iso87ascii", "iso87binary"])
+@pytest.mark.parametrize("manual", [False, True])
+def test_iso_decode_masks_card_data_frame_or_message(dialect: str, manual: bool) -> None:
+    framed = _purchase_hex(dialect, manual)
+    pan = fixture_cards()["approve"].pan
+    for hexdata in (framed, framed[4:] if dialect != "cup" else framed):
+        result = possim("iso", "decode", "--dialect", dialect, hexdata, "--json")
+        assert result.returncode == 0, result.stderr
+        decoded = json.loads(result.stdout)
+        assert decoded["mti"] == "0200"
+        assert decoded["fields"]["4"] == "000000001250" and decoded["fields"]["11"] == "000042"
+        if manual:
+            assert decoded["fields"]["2"] == "622848*********0017"
+        else:
+            assert decoded["fields"]["35"].startswith("[redacted")
+        text = possim("iso", "decode", "--dialect", dialect, hexdata).stdout
+        assert pan not in result.stdout and pan not in text
+        assert pan[:-1] not in text.replace(" ", "")
+
+
+def test_iso_decode_truncated_frame_names_the_length_header() -> None:
+    framed = _purchase_hex("cup", manual=False)
+    line = one_line_error(possim("iso", "decode", "--dialect", "cup", framed[:-10]))
+    assert f"announces {len(framed) // 2 - 2} bytes, but {len(framed) // 2 - 7} follow" in line
+
+
+@pytest.mark.parametrize("dialect", ["cup", "iso87binary"])
+def test_iso_decode_bad_field_names_field_and_offset(dialect: str) -> None:
+    from possim.wire.codec import Codec
+    from possim.wire.dialect import load_dialect
+
+    d = load_dialect(dialect)
+    framed = bytearray.fromhex(_purchase_hex(dialect, manual=False))
+    prefix = d.framing.length_size + d.framing.envelope_size
+    body = bytes(framed[prefix:])
+    start, end = Codec(d).spans(body)["4"]
+    framed[prefix + end - 1] = 0x0A  # a non-digit nibble in the amount
+    line = one_line_error(possim("iso", "decode", "--dialect", dialect, framed.hex()))
+    assert f"field 4 at byte offset {end - 1}" in line
+    assert f"(byte {prefix + end - 1} of the frame)" in line
+
+
+def test_dialect_list_and_show_json() -> None:
+    listed = json.loads(possim("dialect", "list", "--json").stdout)
+    assert {d["name"] for d in listed["dialects"]} >= {"cup", "iso87ascii", "iso87binary"}
+    shown = json.loads(possim("dialect", "show", "cup", "--json").stdout)
+    assert shown["framing"]["tpdu"] == "6000000000"
+    assert shown["roles"]["network_code"] == "60.3"
+    assert shown["fields"]["4"]["len_count"] == "nibbles"

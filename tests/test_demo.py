@@ -1,0 +1,75 @@
+"""`possim demo`: the whole product in one run, self-checking, and leaving
+no card data in any file it writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from possim.fixtures import load_fixture
+from possim.wire.trace import mask_pan
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("demo") / "day"
+    result = subprocess.run(
+        [sys.executable, "-m", "possim.cli", "demo", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), out
+
+
+def test_every_step_answers_as_expected(demo) -> None:
+    report, _ = demo
+    assert report["ok"] is True
+    got = {s["title"]: s["got"] for s in report["steps"]}
+    assert got["answer too late: automatic reversal (rule, amount 68.01)"] == "reversed"
+    codes = {s["got"] for s in report["steps"]}
+    assert codes >= {"00", "05", "12", "13", "14", "15", "30", "41", "43", "51", "54", "55", "57", "58", "61",
+                     "77", "91", "94", "96"}
+
+
+def test_summary_is_read_back_from_the_journal(demo) -> None:
+    report, out = demo
+    groups = {(g["response_code"], g["status"]): g for g in report["journal"]["by_response_code"]}
+    # 12.50 + 88.00 + 230.00 + 15.00 (the retransmitted one, posted once) + 42.00
+    assert groups["00", "approved"]["count"] == 5
+    assert groups["00", "approved"]["amounts"] == {"156": 1250 + 8800 + 23000 + 1500 + 4200}
+    assert groups["00", "reversed"]["amounts"] == {"156": 6801}
+    assert report["journal"]["answers_sent"]["0210 30"] == 1
+    assert report["journal"]["answers_sent"]["0210 94"] == 1
+    balances = {a["id"]: a["balance"] for a in report["journal"]["accounts"]}
+    opening = {a["id"]: a["balance"] for a in load_fixture("accounts.yaml")["accounts"]}
+    # approve (A-1001): 12.50 + 230.00 + 42.00; the 68.01 came back with its reversal
+    assert balances["A-1001"] == opening["A-1001"] - (1250 + 23000 + 4200)
+    # approve2 (A-1004): 88.00 + the retransmitted 15.00 once
+    assert balances["A-1004"] == opening["A-1004"] - (8800 + 1500)
+    t1 = next(t for t in report["terminals"] if t["tid"] == "10000001")
+    assert t1["pending_reversal"] is None
+    assert t1["open_batch"] == {"count": 3, "amounts": {"156": 1250 + 8800 + 4200}}
+    for path in report["files"].values():
+        assert Path(path).is_file() and Path(path).is_relative_to(out)
+
+
+def test_no_file_the_demo_wrote_holds_card_data(demo) -> None:
+    """PCI: PANs appear only masked; tracks never, in any encoding, in any file (WAL included)."""
+    _, out = demo
+    cards = load_fixture("cards.yaml")["cards"]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name.endswith("-trace.log") for p in written)
+    everything = b"".join(p.read_bytes() for p in written)
+    for card in cards:
+        pan = card["pan"]
+        packed = bytes.fromhex(pan + "0" * (len(pan) % 2))
+        assert pan.encode() not in everything, card["name"]
+        assert packed[:-1] not in everything, card["name"]
+        assert f"{pan}D{card['expiry']}".encode() not in everything
+        assert f"{pan}={card['expiry']}".encode() not in everything
+    traces = (out / "host-trace.log").read_text() + (out / "terminal-trace.log").read_text()
+    assert mask_pan(cards[0]["pan"]) in traces  # card data did pass through, masked
