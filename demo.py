@@ -114,6 +114,7 @@ class _Raw:
 
 
 async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock) -> DemoReport:
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=False)
     files = {
         "journal": out / "journal.sqlite",
@@ -182,6 +183,7 @@ def _writer(file: TextIO) -> Callable[[str], None]:
 async def _business_day(report: DemoReport, terminals: list[Terminal], address: tuple[str, int]) -> None:
     t1, t2 = terminals
     card = resolve_card
+    not_signed_on = t2.dialect.response_code("not_signed_on")
     raw = _Raw(t1, address)
 
     async def step(title: str, terminal: Terminal, expected: str, action: Callable[[], Awaitable[Any]]) -> None:
@@ -193,7 +195,7 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     def buy(terminal: Terminal, amount: int, name: str, **kw: Any) -> Callable[[], Awaitable[Any]]:
         return lambda: terminal.purchase(amount, card(name), **kw)
 
-    await step("purchase before sign-on", t2, "77", buy(t2, 1000, "approve"))
+    await step("purchase before sign-on", t2, not_signed_on, buy(t2, 1000, "approve"))
     await step("sign-on", t1, "00", t1.sign_on)
     await step("sign-on", t2, "00", t2.sign_on)
     await step("purchase 12.50, swiped", t1, "00", buy(t1, 1250, "approve"))
@@ -214,7 +216,7 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     await step("incorrect PIN (scenario rule, amount 55.01)", t1, "55", buy(t1, 5501, "approve"))
     await step("system malfunction (scenario rule, amount 96.01)", t1, "96", buy(t1, 9601, "approve"))
     await step("keyed entry at a merchant that forbids it", t2, "58", buy(t2, 1000, "approve", manual=True))
-    await step("malformed request: amount not BCD", t1, "30", lambda: _malformed(raw, card("approve")))
+    await step("malformed request: a non-digit in the amount", t1, "30", lambda: _malformed(raw, card("approve")))
     await step("retransmission answered identically, posted once", t1, "00", lambda: _retransmission(raw, card("approve2")))
     await step("new request reusing a STAN", t1, "94", lambda: _reused_stan(raw, card("approve2")))
     await step("answer too late: automatic reversal (rule, amount 68.01)", t1, "reversed", lambda: _late(t1, card("approve")))
@@ -225,7 +227,7 @@ async def _malformed(raw: _Raw, card: Card) -> dict[str, Any]:
     request = raw.purchase(1000, card)
     body = bytearray(raw.codec.encode(request))
     start, end = raw.codec.spans(bytes(body))["4"]
-    body[end - 1] = 0x0A  # the last BCD byte of field 4 now holds a non-digit
+    body[end - 1] = 0x0A  # the last byte of field 4: a non-digit nibble (BCD) or character (ASCII)
     answer = await raw.send(bytes(body))
     return {"stan": request[11], "mti": answer.mti, "response_code": answer[39], "echoed_stan": answer.get(11)}
 

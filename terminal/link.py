@@ -114,7 +114,10 @@ class TcpLink:
         while not self._ready:
             data = await self._reader.read(_READ_SIZE)
             if not data:
-                raise ConnectionResetError("connection closed by the host before it answered")
+                raise ConnectionResetError(
+                    "connection closed by the host before it answered"
+                    " (a host hangs up on frames it cannot read: do dialect and framing match?)"
+                )
             self._ready.extend(self._frames.feed(data))
         return self._ready.pop(0)
 

@@ -73,3 +73,16 @@ def test_no_file_the_demo_wrote_holds_card_data(demo) -> None:
         assert f"{pan}={card['expiry']}".encode() not in everything
     traces = (out / "host-trace.log").read_text() + (out / "terminal-trace.log").read_text()
     assert mask_pan(cards[0]["pan"]) in traces  # card data did pass through, masked
+
+
+@pytest.mark.parametrize("dialect", ["iso87ascii", "iso87binary"])
+def test_the_business_day_runs_in_every_built_in_dialect(dialect: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from possim.demo import run_demo
+
+    report = asyncio.run(run_demo(tmp_path / "day", dialect))
+    failed = [(s.title, s.expected, s.got) for s in report.steps if not s.ok]
+    assert failed == []
+    assert report.dialect == dialect
+    assert report.steps[0].got == "58"  # iso87 says "not signed on" with 58, cup with 77

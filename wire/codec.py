@@ -148,7 +148,7 @@ class Codec:
             start = 0
         for i in range(start, len(value)):
             if value[i] not in allowed:
-                return i, f"expected {what}, character {i + 1} of {len(value)} is not"
+                return i, f"expected {what}, found another character at character {i + 1} of {len(value)}"
         return None
 
     def decode(self, data: bytes) -> Message:
@@ -229,7 +229,7 @@ class Codec:
                     raw.decode(encoding)
                 except UnicodeDecodeError as bad:
                     offset += bad.start
-                    expected = f"{encoding} text, byte {bad.start + 1} of {len(raw)} is not"
+                    expected = f"expected {encoding} text, byte {bad.start + 1} of {len(raw)} cannot be read as {encoding}"
         return CodecError(field, offset, expected, partial, spans)
 
     def _tertiary_error(self, doc: dict[str, str], spans: dict[str, tuple[int, int]]) -> CodecError:

@@ -109,8 +109,12 @@ def describe(codec: Codec, body: bytes, prefix: bytes = b"") -> tuple[Message | 
     lines = hex_dump(prefix + body, hidden)
     if message is not None:
         lines.append(f"  MTI   {message.mti}")
+        dialect = codec.dialect
         for key, value in redacted_fields(message).items():
-            lines.append(f"  [{key:>3}] {codec.dialect.field_name(int(key))[:40]:<40} {value}")
+            lines.append(f"  [{key:>3}] {dialect.field_name(int(key)):<40} {value}")
+            parts = dialect.split(int(key), value)
+            for index, (name, part) in enumerate(parts.items(), start=1):
+                lines.append(f"  {key:>5}.{index} {name:<38} {part}")
     else:
         lines.append(f"  undecodable: {error}")
     return message, lines
