@@ -25,14 +25,11 @@ EXIT_ERROR = 1
 
 
 class CommandError(click.ClickException):
-    """A user-facing failure: printed as one line, exit 1."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"possim: error: {self.format_message()}", err=True)
+    """A user-facing failure: one line on stderr, exit 1."""
 
 
 class PossimGroup(click.Group):
-    """Turns any failure below it into one readable line and a non-zero exit.
+    """Turns any failure below it into a CommandError: one readable line.
 
     Set POSSIM_DEBUG=1 to see the traceback instead.
     """
@@ -40,7 +37,7 @@ class PossimGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # the one place a failure becomes a message
             if os.environ.get("POSSIM_DEBUG"):
@@ -49,8 +46,10 @@ class PossimGroup(click.Group):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def emit(as_json: bool, result: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
@@ -69,14 +68,41 @@ dialect_option = click.option(
 
 @click.group(cls=PossimGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="possim")
-def main() -> None:
+def cli() -> None:
     """possim — a payment-acquiring lab: POS terminals, an acquirer host, ISO 8583 on the wire."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `possim` console script.
+
+    Every failure, a usage error included, is one line on stderr; with
+    --json it is also one JSON object {"error": ...} on stdout, so a script
+    reading stdout always gets an object. Usage errors exit 2, others 1.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = cli.main(args=args, prog_name="possim", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(f"{exc.format_message()}{hint}", exc.exit_code, args)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code, args)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130, args)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int, args: list[str]) -> None:
+    if "--json" in args:
+        click.echo(json.dumps({"error": message}))
+    click.echo(f"possim: error: {message}", err=True)
+    sys.exit(code)
 
 
 # --- dialect -----------------------------------------------------------------
 
 
-@main.group(cls=PossimGroup)
+@cli.group(cls=PossimGroup)
 def dialect() -> None:
     """Inspect ISO 8583 dialects (built-in or YAML files)."""
 
@@ -142,7 +168,7 @@ def _render_dialect(r: dict[str, Any]) -> str:
 # --- iso ---------------------------------------------------------------------
 
 
-@main.group(cls=PossimGroup)
+@cli.group(cls=PossimGroup)
 def iso() -> None:
     """Decode ISO 8583 messages, redacted."""
 
@@ -151,23 +177,20 @@ def iso() -> None:
 @dialect_option
 @click.option(
     "--input", "shape", type=click.Choice(["auto", "frame", "message"]), default="auto", show_default=True,
-    help="What HEX holds: a whole frame (length header, TPDU, header, message), just the message, or auto-detect.",
+    help="What HEX holds: a whole frame (length header, then TPDU and header when the dialect has them, then the message), "
+    "just the message (from the MTI on), or auto-detect.",
 )
-@click.argument("hexdata", nargs=-1, required=True)
+@click.argument("hexdata", metavar="HEX", nargs=-1, required=True)
 @json_option
 def iso_decode(dialect: str, shape: str, hexdata: tuple[str, ...], as_json: bool) -> None:
     """Decode HEX (a whole frame as captured, or just the message) into a redacted field table.
 
     Card data is masked: PAN first 6 / last 4, tracks and PIN blocks hidden.
-    Spaces in HEX are ignored, so a hex dump can be pasted as it is.
+    White space in HEX is ignored; HEX "-" reads the hex from standard input.
     """
     d = load_dialect(dialect)
-    text = "".join("".join(hexdata).split())
-    try:
-        data = bytes.fromhex(text)
-    except ValueError:
-        bad = next((i for i, c in enumerate(text) if c not in "0123456789abcdefABCDEF"), len(text))
-        raise CommandError(f"HEX is not hexadecimal: {text[bad:bad + 1]!r} at character {bad}") from None
+    text = sys.stdin.read() if hexdata == ("-",) else "".join(hexdata)
+    data = _parse_hex("".join(text.split()))
     prefix, body = _strip_frame(d, data, shape)
     codec = Codec(d)
     message, lines = describe(codec, body, prefix)
@@ -178,6 +201,17 @@ def iso_decode(dialect: str, shape: str, hexdata: tuple[str, ...], as_json: bool
             raise CommandError(_with_frame_offset(str(exc), exc.offset, len(prefix))) from None
     result = {"dialect": d.name, "mti": message.mti, "fields": redacted_fields(message)}
     emit(as_json, result, lambda r: "\n".join(lines))
+
+
+def _parse_hex(text: str) -> bytes:
+    bad = next((i for i, c in enumerate(text) if c not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        raise CommandError(f"HEX is not hexadecimal: {text[bad]!r} at character {bad}")
+    if not text:
+        raise CommandError("HEX is empty")
+    if len(text) % 2:
+        raise CommandError(f"HEX has an odd number of digits ({len(text)}): every byte takes two")
+    return bytes.fromhex(text)
 
 
 def _strip_frame(d: Any, data: bytes, shape: str) -> tuple[bytes, bytes]:
@@ -217,7 +251,7 @@ def _with_frame_offset(text: str, offset: int | None, prefix: int) -> str:
 # --- host --------------------------------------------------------------------
 
 
-@main.group(cls=PossimGroup)
+@cli.group(cls=PossimGroup)
 def host() -> None:
     """Run the acquirer host."""
 
@@ -239,27 +273,41 @@ def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace
     import asyncio
     import logging
     import signal
+    import sqlite3
 
     from possim.acquirer.core import build_host
-    from possim.acquirer.server import HostServer
+    from possim.acquirer.server import HostServer, new_event_loop
 
     address = _address(listen, "--listen")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    core = build_host(dialect, db, fixtures_dir)
+    try:
+        core = build_host(dialect, db, fixtures_dir)
+    except sqlite3.Error as exc:
+        raise CommandError(f"journal {db}: {exc}") from None
 
     async def serve() -> None:
         server = HostServer(core, trace=trace)
-        bound = await server.start(*address)
+        try:
+            bound = await server.start(*address)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {listen}: {_one_line(exc)} (--listen 127.0.0.1:0 takes any free port)"
+            ) from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
-        result = {"listening": f"{bound[0]}:{bound[1]}", "dialect": core.dialect.name, "db": str(Path(db).resolve())}
+        result = {
+            "listening": f"{bound[0]}:{bound[1]}", "dialect": core.dialect.name, "db": str(Path(db).resolve()),
+            "event_loop": type(loop).__module__.partition(".")[0],
+        }
         emit(as_json, result, lambda r: f"possim host listening on {r['listening']} ({r['dialect']}), journal {r['db']}")
         sys.stdout.flush()
         await server.serve_forever()
+        logging.getLogger("possim.host").info("host stopped")
 
     try:
-        asyncio.run(serve())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve())
     finally:
         core.close()
 
@@ -292,7 +340,7 @@ def pos_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@main.group(cls=PossimGroup)
+@cli.group(cls=PossimGroup)
 def pos() -> None:
     """Drive a simulated POS terminal; its STAN, batch and owed reversal persist between calls."""
 
@@ -329,6 +377,70 @@ def pos_purchase(amount: str, card_name: str, expiry: str | None, manual: bool, 
 def pos_reverse(**options: Any) -> None:
     """Send the reversal the terminal owes, or else reverse its last approved purchase."""
     _run_terminal(options, lambda terminal: terminal.reverse())
+
+
+@pos.command("status")
+@click.option("--tid", help="Terminal ID from terminals.yaml (default: the first one).")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False), help="Terminal state file (default: one per TID under the user data folder).")
+@click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True), help="Folder of fixture YAML overriding the built-ins.")
+@json_option
+def pos_status(tid: str | None, state_path: str | None, fixtures_dir: str | None, as_json: bool) -> None:
+    """Show what the terminal remembers: last STAN, batch, sign-on, open batch, owed reversal. Sends nothing."""
+    from possim.terminal import TerminalState, default_state_path, load_profile
+
+    profile = load_profile(tid, fixtures_dir)
+    state = TerminalState(profile.tid, state_path)
+    try:
+        batch = state.open_batch()
+        owed = state.pending_reversal()
+        totals: dict[str, int] = {}
+        for entry in batch:
+            totals[entry.currency] = totals.get(entry.currency, 0) + entry.amount
+        result = {
+            "tid": profile.tid,
+            "state": str(Path(state_path).resolve() if state_path else default_state_path(profile.tid)),
+            "last_stan": f"{state.last_stan:06d}",
+            "batch_number": f"{state.batch_number:06d}",
+            "signed_on": state.signed_on_date.isoformat() if state.signed_on_date else None,
+            "open_batch": {
+                "count": len(batch),
+                "amounts": totals,
+                "transactions": [
+                    {"stan": e.stan, "rrn": e.rrn, "auth_code": e.auth_code, "amount": e.amount,
+                     "currency": e.currency, "masked_pan": e.masked_pan, "time": e.time.isoformat()}
+                    for e in batch
+                ],
+            },
+            "pending_reversal": None if owed is None else {
+                "original_stan": owed.original_stan, "reason": owed.reason, "attempts": owed.attempts,
+                "amount": int(owed.original[4]) if 4 in owed.original else None, "masked_pan": owed.masked_pan,
+            },
+        }
+    finally:
+        state.close()
+    emit(as_json, result, _render_status)
+
+
+def _render_status(r: dict[str, Any]) -> str:
+    batch = r["open_batch"]
+    owed = r["pending_reversal"]
+    lines = [
+        f"terminal {r['tid']} ({r['state']})",
+        f"  last STAN {r['last_stan']}, batch {r['batch_number']}, signed on {r['signed_on'] or 'never'}",
+        f"  open batch: {batch['count']} approved, {_money(batch['amounts'])}",
+    ]
+    lines += [f"    STAN {t['stan']} rrn {t['rrn']} {_money({t['currency']: t['amount']})} {t['masked_pan']}" for t in batch["transactions"]]
+    lines.append(
+        "  reversal owed: none" if owed is None
+        else f"  reversal owed: STAN {owed['original_stan']} (reason {owed['reason']}, {owed['attempts']} attempts so far)"
+    )
+    return "\n".join(lines)
+
+
+def _money(amounts: dict[str, int]) -> str:
+    from possim.wire.money import currency, format_major
+
+    return ", ".join(f"{format_major(v, currency(c))} {currency(c).alpha}" for c, v in amounts.items()) or "nothing"
 
 
 def _run_terminal(options: dict[str, Any], action: Callable[[Any], Any]) -> None:
@@ -378,7 +490,7 @@ def _render_result(r: dict[str, Any]) -> str:
     parts += [f"{k} {r[k]}" for k in ("rrn", "auth_code", "masked_pan") if r.get(k)]
     lines = [head, "  " + ", ".join(parts)]
     for key in ("prior_reversal", "reversal"):
-        if r.get(key):
+        if r.get(key) and r[key]["message"] not in head:
             lines.append(f"  {key.replace('_', ' ')}: {r[key]['message']}")
     return "\n".join(lines)
 
@@ -386,7 +498,7 @@ def _render_result(r: dict[str, Any]) -> str:
 # --- demo --------------------------------------------------------------------
 
 
-@main.command("demo")
+@cli.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Folder for the journal, terminal state and traces (default: a new possim-demo-* folder here).")
 @dialect_option
 @json_option
@@ -409,11 +521,7 @@ def demo_command(out: str | None, dialect: str, as_json: bool) -> None:
 
 
 def _render_demo(r: dict[str, Any]) -> str:
-    from possim.wire.money import currency, format_major
-
-    def money(amounts: dict[str, int]) -> str:
-        return ", ".join(f"{format_major(v, currency(c))} {currency(c).alpha}" for c, v in amounts.items() if c) or "-"
-
+    money = _money
     lines = [f"possim demo — host {r['host']} ({r['dialect']})", ""]
     for s in r["steps"]:
         mark = "ok " if s["ok"] else "FAIL"
@@ -430,7 +538,8 @@ def _render_demo(r: dict[str, Any]) -> str:
             f"{t['open_batch']['count']} approved, {money(t['open_batch']['amounts'])}; "
             f"reversal owed: {t['pending_reversal'] or 'none'}"
         )
-    lines += ["", "Files:"] + [f"  {name:<16} {path}" for name, path in r["files"].items()]
+    width = max(len(name) for name in r["files"])
+    lines += ["", "Files:"] + [f"  {name:<{width}}  {path}" for name, path in r["files"].items()]
     failed = [s for s in r["steps"] if not s["ok"]]
     lines += ["", "All steps answered as expected." if not failed else f"{len(failed)} step(s) did not answer as expected."]
     return "\n".join(lines)

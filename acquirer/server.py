@@ -1,32 +1,46 @@
 """The host's TCP front: a thin adapter that moves frames between sockets
-and `HostCore.handle`, which owns every decision.
+and `HostCore`, which owns every decision.
 
-Each connection has its own FrameReader. A delayed answer (a `delay`
-scenario rule) waits in its own task, so one late answer holds up neither
-the next request on that connection nor any other terminal. A stream that
-cannot be framed — a length the reader will not honour, or a partial frame
-that stops arriving — closes only that connection. Logs and the optional
-trace file carry redacted content only (wire.trace).
+Each connection is an asyncio protocol with its own FrameReader. The frames
+that arrive in one event-loop turn, from every connection, are answered
+together in the next (`HostCore.handle_batch`: one journal commit for all of
+them), and only then written — so an answer never leaves before its journal
+row is committed, and a busy host pays for one commit per turn instead of
+one per request. A delayed answer (a `delay` scenario rule) waits on a
+timer, so it holds up neither the next request on that connection nor any
+other terminal. A stream that cannot be framed — a length the reader will
+not honour, or a partial frame that stops arriving — closes only that
+connection. Logs and the optional trace file carry redacted content only
+(wire.trace).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from possim.wire.framing import FrameReader, FramingError, encode_length
 from possim.wire.trace import trace_record
 
-from .core import HostCore
+from .core import HostCore, Reply
 
 log = logging.getLogger("possim.host")
 
-READ_SIZE = 65536
 PARTIAL_FRAME_TIMEOUT = 30.0
 """Seconds a started frame may wait for its remaining bytes before the connection is dropped."""
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (an optional, faster drop-in), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class HostServer:
@@ -46,7 +60,10 @@ class HostServer:
         self._trace_path = Path(trace) if trace is not None else None
         self._trace: TextIO | None = None
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
+        self._waiting: list[_Connection] = []
+        """Connections holding frames for the next answering turn, in arrival order."""
+        self._turn: asyncio.Handle | None = None
         self._stopped = asyncio.Event()
         self.address: tuple[str, int] | None = None
 
@@ -54,7 +71,8 @@ class HostServer:
         """Listen on host:port (port 0 picks a free one); returns the address actually bound."""
         if self._trace_path is not None:
             self._trace = self._trace_path.open("a", encoding="utf-8")
-        self._server = await asyncio.start_server(self._serve, host, port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port)
         bound = self._server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         log.info("host listening on %s:%d (%s)", *self.address, self.core.dialect.name)
@@ -67,9 +85,14 @@ class HostServer:
         """Stop listening, drop every connection and cancel answers still waiting out a delay."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
+        self._waiting.clear()
+        closing = [c.closed for c in self._connections]
+        for connection in list(self._connections):
+            connection.drop()
+        await asyncio.gather(*closing)
         if self._server is not None:
             await self._server.wait_closed()
         if self._trace is not None:
@@ -77,91 +100,25 @@ class HostServer:
             self._trace = None
         self._stopped.set()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        address = writer.get_extra_info("peername")
-        peer = f"{address[0]}:{address[1]}" if address else "?"
-        frames = FrameReader(self.core.framing)
-        late: set[asyncio.Task[None]] = set()
-        clean_end = False
-        log.debug("%s connected", peer)
-        try:
-            while True:
-                if frames.pending:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.partial_frame_timeout)
-                else:
-                    data = await reader.read(READ_SIZE)
-                if not data:
-                    clean_end = True
-                    break
-                try:
-                    payloads = frames.feed(data)
-                except FramingError as exc:
-                    log.warning("%s: %s; closing the connection", peer, exc)
-                    self._note(peer, f"framing error: {exc}")
-                    break
-                if not self._answer(payloads, peer, writer, late):
-                    break
-                await writer.drain()
-        except asyncio.TimeoutError:
-            log.warning("%s: partial frame incomplete after %.1f s; closing the connection", peer, self.partial_frame_timeout)
-            self._note(peer, "partial frame timed out")
-        except ConnectionError:
-            log.debug("%s: connection lost", peer)
-        except asyncio.CancelledError:
-            # stop() cancels; ending normally keeps asyncio's stream callback from logging the cancellation.
-            pass
-        finally:
-            if clean_end and late:
-                # The peer stopped sending; answers already promised still go out.
-                try:
-                    await asyncio.gather(*late, return_exceptions=True)
-                except asyncio.CancelledError:
-                    pass
-            for pending in late:
-                pending.cancel()
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            self._connections.discard(task)
-            log.debug("%s disconnected", peer)
+    # ---- the answering turn ----
 
-    def _answer(self, payloads: list[bytes], peer: str, writer: asyncio.StreamWriter, late: set[asyncio.Task[None]]) -> bool:
-        """Hand each payload to the core and write or schedule its answer; False once the connection must close."""
-        for payload in payloads:
-            if self._trace is not None:
-                self._record("IN", peer, encode_length(self.core.framing, len(payload)) + payload)
-            reply = self.core.handle(payload, peer)
-            if reply.data is not None:
-                if reply.delay > 0:
-                    sender = asyncio.create_task(self._send_later(reply.data, reply.delay, peer, writer))
-                    late.add(sender)
-                    sender.add_done_callback(late.discard)
-                else:
-                    self._send(reply.data, peer, writer)
-            if reply.close:
-                self._note(peer, "connection closed by the host")
-                return False
-        return True
+    def _frames_arrived(self, connection: _Connection) -> None:
+        """A connection has frames to answer: make sure a turn is coming, and count it in."""
+        self._waiting.append(connection)
+        if self._turn is None:
+            # A call_soon callback runs after the read callbacks of the current loop iteration
+            # (in asyncio's loop and uvloop alike): the connections readable together share one
+            # turn, and one commit.
+            self._turn = asyncio.get_running_loop().call_soon(self._answer_turn)
 
-    def _send(self, data: bytes, peer: str, writer: asyncio.StreamWriter) -> None:
-        writer.write(data)
-        if self._trace is not None:
-            self._record("OUT", peer, data)
+    def _answer_turn(self) -> None:
+        self._turn = None
+        waiting, self._waiting = self._waiting, []
+        arrivals = [(c.peer, c.take_frames()) for c in waiting]
+        for connection, replies in zip(waiting, self.core.handle_batch(arrivals)):
+            connection.answer(replies)
 
-    async def _send_later(self, data: bytes, delay: float, peer: str, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(delay)
-        if writer.is_closing():
-            return
-        self._send(data, peer, writer)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            log.debug("%s: connection lost before a delayed answer", peer)
+    # ---- trace ----
 
     def _record(self, direction: str, peer: str, framed: bytes) -> None:
         assert self._trace is not None
@@ -169,10 +126,173 @@ class HostServer:
         self._trace.write(trace_record(self.core.clock(), direction, peer, self.core.codec, framed[split:], framed[:split]))
         self._trace.flush()
 
+    def _trace_in(self, peer: str, payload: bytes) -> None:
+        if self._trace is not None:
+            self._record("IN", peer, encode_length(self.core.framing, len(payload)) + payload)
+
+    def _trace_out(self, peer: str, data: bytes) -> None:
+        if self._trace is not None:
+            self._record("OUT", peer, data)
+
     def _note(self, peer: str, text: str) -> None:
         if self._trace is not None:
             self._trace.write(f"{self.core.clock().isoformat(timespec='milliseconds')} -- {peer} {text}\n")
             self._trace.flush()
+
+
+class _Connection(asyncio.Protocol):
+    """One terminal's link: frames in to the server's next turn, answers out.
+
+    When the host decides to close it (a framing error, a partial frame
+    timing out, an answer that closes), it reads no more, answers the frames
+    it already holds and cancels delayed answers. When the peer ends its
+    side, every answer still owed — queued or waiting out a delay — goes out
+    before the link closes.
+    """
+
+    def __init__(self, server: HostServer):
+        self.server = server
+        self.frames = FrameReader(server.core.framing)
+        self.peer = "?"
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.Transport | None = None
+        self._queued: list[bytes] = []
+        self._late: dict[int, asyncio.TimerHandle] = {}
+        self._late_ids = itertools.count()
+        self._partial_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        """Set when the host closes the link or loses it: nothing more is read, no delayed answer waits."""
+        self._peer_done = False
+
+    # ---- asyncio callbacks ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one without subclassing it
+        address = transport.get_extra_info("peername")
+        self.peer = f"{address[0]}:{address[1]}" if address else "?"
+        self.server._connections.add(self)
+        log.debug("%s connected", self.peer)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            payloads = self.frames.feed(data)
+        except FramingError as exc:
+            log.warning("%s: %s; closing the connection", self.peer, exc)
+            self.server._note(self.peer, f"framing error: {exc}")
+            self._close_by_host()
+            return
+        self._watch_partial_frame()
+        if not payloads:
+            return
+        for payload in payloads:
+            self.server._trace_in(self.peer, payload)
+        if not self._queued:
+            self.server._frames_arrived(self)
+        self._queued.extend(payloads)
+
+    def eof_received(self) -> bool:
+        self._peer_done = True
+        self._cancel_partial_timer()
+        self._close_when_done()
+        return True  # keep our side open for the answers still owed
+
+    def pause_writing(self) -> None:
+        # A peer that does not read its answers is not read from either.
+        assert self._transport is not None
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self._transport is not None
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Frames already queued are still handled (and journaled) in the coming turn; only their answers are lost.
+        self._closing = True
+        self._cancel_partial_timer()
+        self._cancel_late()
+        self.server._connections.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        log.debug("%s disconnected%s", self.peer, f" ({exc})" if exc else "")
+
+    # ---- called by the server ----
+
+    def take_frames(self) -> list[bytes]:
+        frames, self._queued = self._queued, []
+        return frames
+
+    def answer(self, replies: list[Reply]) -> None:
+        """Write (or schedule) the committed answers to the frames taken; close if one says so."""
+        for reply in replies:
+            if reply.data is not None:
+                if reply.delay <= 0:
+                    self._send(reply.data)
+                elif not self._closing:
+                    key = next(self._late_ids)
+                    self._late[key] = asyncio.get_running_loop().call_later(reply.delay, self._send_late, key, reply.data)
+            if reply.close:
+                self.server._note(self.peer, "connection closed by the host")
+                self._close_by_host()
+        self._close_when_done()
+
+    def drop(self) -> None:
+        """Close at once, answering nothing more: the host is stopping."""
+        self._cancel_late()
+        self._queued.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    # ---- internals ----
+
+    def _send(self, data: bytes) -> None:
+        assert self._transport is not None
+        if self._transport.is_closing():
+            return
+        self._transport.write(data)
+        self.server._trace_out(self.peer, data)
+
+    def _send_late(self, key: int, data: bytes) -> None:
+        del self._late[key]
+        self._send(data)
+        self._close_when_done()
+
+    def _close_by_host(self) -> None:
+        self._closing = True
+        self._cancel_partial_timer()
+        self._cancel_late()
+        self._close_when_done()
+
+    def _close_when_done(self) -> None:
+        done = not self._queued and not self._late
+        if (self._closing or self._peer_done) and done and self._transport is not None:
+            self._transport.close()
+
+    def _cancel_late(self) -> None:
+        for handle in self._late.values():
+            handle.cancel()
+        self._late.clear()
+
+    def _watch_partial_frame(self) -> None:
+        """A frame started must be completed within the timeout, counted from the last bytes that came."""
+        self._cancel_partial_timer()
+        if self.frames.pending:
+            loop = asyncio.get_running_loop()
+            self._partial_timer = loop.call_later(self.server.partial_frame_timeout, self._partial_frame_timed_out)
+
+    def _partial_frame_timed_out(self) -> None:
+        self._partial_timer = None
+        log.warning("%s: partial frame incomplete after %.1f s; closing the connection", self.peer, self.server.partial_frame_timeout)
+        self.server._note(self.peer, "partial frame timed out")
+        self._close_by_host()
+
+    def _cancel_partial_timer(self) -> None:
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
 
 
 class HostThread:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import gc
 import json
 import os
 import shutil
@@ -33,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import iso8583
 import yaml
@@ -155,7 +157,7 @@ class Templates:
         return self._stamped(message)
 
     def purchase_message(self, stan: int, amount: int) -> Message:
-        card = CARDS[CARD]
+        card = benchmark_card()
         message = Message("0200", {
             3: "000000", 4: f"{amount:012d}", 11: f"{stan:06d}", 12: WHEN[4:], 13: WHEN[:4],
             22: "021", 25: "00", 35: f"{card['pan']}D{card['expiry']}{card['service_code']}00000",
@@ -184,12 +186,11 @@ class Templates:
         return bytes.fromhex(digits) if encoding == "b" else digits.encode(encoding)
 
 
-CARDS: dict[str, dict[str, Any]] = {}
-
-
-def load_cards() -> None:
+@functools.cache
+def benchmark_card() -> dict[str, Any]:
+    """The built-in card every purchase presents (its account is made rich for the run)."""
     raw = yaml.safe_load((resources.files("possim.fixtures") / "cards.yaml").read_text(encoding="utf-8"))
-    CARDS.update({c["name"]: c for c in raw["cards"]})
+    return next(c for c in raw["cards"] if c["name"] == CARD)
 
 
 # ---- the load: one closed-loop protocol per terminal ----
@@ -210,6 +211,8 @@ class Tally:
 
 
 class LoadConnection(asyncio.Protocol):
+    """One terminal: signs on, then sends its next purchase from the callback that got the last answer."""
+
     def __init__(self, templates: Templates, tally: Tally, idle: asyncio.Event):
         self.templates = templates
         self.tally = tally
@@ -224,8 +227,7 @@ class LoadConnection(asyncio.Protocol):
         self.in_flight = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self._write(self.templates.sign_on)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -301,7 +303,8 @@ async def drive(port: int, all_templates: list[Templates], duration: float) -> T
     for templates in all_templates:
         _, protocol = await loop.create_connection(lambda t=templates: LoadConnection(t, tally, idle), "127.0.0.1", port)
         connections.append(protocol)
-    refused = [c.templates.tid for c in connections if await c.signed_on != "00"]
+    answers = await asyncio.wait_for(asyncio.gather(*(c.signed_on for c in connections)), 30)
+    refused = [c.templates.tid for c, code in zip(connections, answers) if code != "00"]
     if refused:
         raise RuntimeError(f"sign-on refused for {len(refused)} terminals, e.g. {refused[0]}")
     log(f"  {len(connections)} terminals signed on; sending purchases for {duration:g} s")
@@ -389,10 +392,10 @@ class CodecCost:
     ratio: float
 
 
-def codec_cost(dialect_name: str, rounds: int = 7, per_round: int = 2000) -> CodecCost:
+def codec_cost(dialect_name: str, rounds: int = 60, per_round: int = 50) -> CodecCost:
     """Encode + decode of a purchase request and its answer, per message: possim's Codec vs
     pyiso8583 on the same spec. Rounds alternate between the two and the best round of each
-    counts, so a noisy moment penalises neither side."""
+    counts, so a noisy moment penalises neither side; the garbage collector waits, as in timeit."""
     dialect = load_dialect(dialect_name)
     codec = Codec(dialect)
     request = Templates(dialect, codec, terminal_ids(1)[0]).purchase_message(123, 1250)
@@ -414,12 +417,18 @@ def codec_cost(dialect_name: str, rounds: int = 7, per_round: int = 2000) -> Cod
     for message in messages:
         assert codec.decode(codec.encode(message)) == message, f"{dialect_name}: codec round trip"
     best = {"ours": float("inf"), "raw": float("inf")}
-    for _ in range(rounds):
-        for name, work in (("ours", ours), ("raw", raw)):
-            start = time.perf_counter()
-            for _ in range(per_round):
-                work()
-            best[name] = min(best[name], (time.perf_counter() - start) / (per_round * len(messages)))
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, work in (("ours", ours), ("raw", raw)):
+                start = time.perf_counter()
+                for _ in range(per_round):
+                    work()
+                best[name] = min(best[name], (time.perf_counter() - start) / (per_round * len(messages)))
+    finally:
+        if collecting:
+            gc.enable()
     return CodecCost(dialect_name, best["ours"] * 1e6, best["raw"] * 1e6, best["ours"] / best["raw"])
 
 
@@ -445,12 +454,15 @@ def report(loads: list[LoadResult], costs: list[CodecCost]) -> str:
         for c in costs:
             lines.append(f"  {c.dialect:<12} possim {c.codec_us:6.1f} µs   pyiso8583 {c.raw_us:6.1f} µs   {c.ratio:.2f}×")
         lines.append("")
-    achieved = "; ".join(f"{r.dialect} {r.approved_per_s:,.0f}/s p99 {r.p99_ms:.1f} ms ({r.terminals} terminals)" for r in loads)
+    loads_summary = "; ".join(
+        f"{r.dialect} {r.approved_per_s:,.0f}/s ({r.approved_per_s / TARGET_RATE:.2f} of the target rate),"
+        f" p99 {r.p99_ms:.1f} ms, {r.terminals} terminals" for r in loads
+    )
     codec = ", ".join(f"{c.dialect} {c.ratio:.2f}×" for c in costs)
     lines.append(
-        f"summary: target ≥ {TARGET_RATE:,} approved/s, p99 ≤ {TARGET_P99_MS:g} ms at {TARGET_TERMINALS} terminals"
-        f" on 2 cores, codec ≤ {TARGET_CODEC_RATIO}× | achieved on {os.cpu_count()} cores: {achieved or 'no load run'}"
-        f" | codec {codec or 'not measured'}"
+        f"summary: targets ≥ {TARGET_RATE:,} approved/s and p99 ≤ {TARGET_P99_MS:g} ms at {TARGET_TERMINALS} terminals"
+        f" on 2 cores, codec ≤ {TARGET_CODEC_RATIO}× raw pyiso8583"
+        f" | reached on {os.cpu_count()} cores: {loads_summary or 'no load run'} | codec {codec or 'not measured'}"
     )
     return "\n".join(lines)
 
@@ -465,7 +477,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.terminals < 1 or args.terminals > 9_999_999 or args.duration <= 0:
         parser.error("--terminals must be 1..9999999 and --duration positive")
-    load_cards()
     dialects = DIALECTS if args.dialect == "all" else (args.dialect,)
     workdir = Path(tempfile.mkdtemp(prefix="possim-bench-"))
     try:

@@ -23,7 +23,7 @@ def possim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode != 0
-    assert result.stdout == ""
+    assert result.stdout == "" or json.loads(result.stdout).keys() == {"error"}
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -107,12 +107,47 @@ def test_pos_against_a_closed_port_is_one_line(tmp_path: Path) -> None:
         (["host", "run", "--listen", "nonsense"], "HOST:PORT"),
         (["dialect", "show", "nosuch"], "nosuch"),
         (["iso", "decode", "--dialect", "cup", "zz"], "character 0"),
+        (["iso", "decode", "--dialect", "cup", "123"], "odd number of digits"),
+        (["iso", "decode", "--dialect", "cup", ""], "HEX is empty"),
+        (["pos", "purchase", "--host", "127.0.0.1:1"], "Missing option '--amount'"),
+        (["pos", "signon", "--timeout", "abc", "--host", "127.0.0.1:1"], "--timeout"),
+        (["host", "run", "--db", "."], "--db"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args: list[str], names: str, tmp_path: Path) -> None:
     if args[0] == "pos":
         args = [*args, "--state", str(tmp_path / "s.sqlite")]
     assert names in one_line_error(possim(*args))
+
+
+def test_usage_errors_exit_2_and_json_callers_still_get_an_object(tmp_path: Path) -> None:
+    result = possim("pos", "purchase", "--json", "--state", str(tmp_path / "s.sqlite"))
+    assert result.returncode == 2
+    assert json.loads(result.stdout) == {"error": one_line_error(result).removeprefix("possim: error: ")}
+
+
+def test_host_refuses_a_busy_port_in_one_line(host, tmp_path: Path) -> None:
+    address, _ = host
+    line = one_line_error(possim("host", "run", "--listen", address, "--db", str(tmp_path / "other.sqlite")))
+    assert f"cannot listen on {address}" in line and "127.0.0.1:0" in line
+
+
+def test_pos_status_shows_what_the_terminal_remembers(host, tmp_path: Path) -> None:
+    address, _ = host
+    common = ["--tid", "10000001", "--state", str(tmp_path / "t1.sqlite")]
+    possim("pos", "signon", "--host", address, *common)
+    possim("pos", "purchase", "--host", address, "--amount", "7.00", *common)
+    status = json.loads(possim("pos", "status", "--json", *common).stdout)
+    assert status["last_stan"] == "000002" and status["pending_reversal"] is None
+    assert status["open_batch"]["count"] == 1 and status["open_batch"]["amounts"] == {"156": 700}
+    assert status["open_batch"]["transactions"][0]["masked_pan"] == "622848*********0017"
+
+
+def test_iso_decode_reads_hex_from_stdin() -> None:
+    framed = _purchase_hex("iso87ascii", manual=True)
+    result = subprocess.run([*POSSIM, "iso", "decode", "--dialect", "iso87ascii", "--json", "-"],
+                            input=framed, capture_output=True, text=True, timeout=60)
+    assert json.loads(result.stdout)["fields"]["11"] == "000042"
 
 
 def _purchase_hex(dialect: str, manual: bool) -> str:
