@@ -324,7 +324,10 @@ class HostCore:
         data = self._frame(response, req.envelope)
         insert = update = None
         postings: tuple[Posting, ...] = ()
-        if original is None:
+        mismatch = _mismatch(message, original) if original is not None else None
+        if mismatch is not None:
+            note = f"does not reverse transaction {original.id} ({mismatch}): nothing reversed"
+        elif original is None:
             insert = self._orphan(req, stan, key_date, response)
             note = "orphan reversal: original never seen"
         elif original.reversed_at is None and original.status in (APPROVED, DECLINED):
@@ -465,6 +468,12 @@ class HostCore:
         return MessageEntry(req.at, "in", req.peer, m.get(41), m.mti, m.get(11), redacted_fields(m), None, note)
 
     def _entry_out(self, req: _Request, response: Message) -> MessageEntry:
+        """The message-log entry of an answer; also the one log line per answer an operator watches."""
+        if log.isEnabledFor(logging.INFO):
+            m = req.message
+            amount = f" amount {m[4]}" if 4 in m else ""
+            log.info("%s %s tid %s stan %s%s -> %s %s", req.peer, m.mti, m.get(41), m.get(11), amount,
+                     response.mti, response.get(39))
         return MessageEntry(req.at, "out", req.peer, response.get(41), response.mti, response.get(11),
                             redacted_fields(response), response.get(39))
 
@@ -484,6 +493,21 @@ def build_host(
     journal = Journal(db_path, rng=rng, background_checkpoints=True)
     journal.seed_accounts(AccountBalance(a.id, a.currency, a.opening_balance) for a in issuer.accounts())
     return HostCore(dialect, journal, registry, issuer, rules, clock=clock, rng=rng)
+
+
+def _mismatch(reversal: Message, original: Transaction) -> str | None:
+    """Why a reversal cannot be for `original` although it names its key, or None.
+
+    A terminal that lost its state reuses STANs: its reversal of a purchase
+    the host never saw must not undo another purchase that had that STAN.
+    """
+    amount = reversal.get(4)
+    if amount is not None and original.amount is not None and amount.isdigit() and int(amount) != original.amount:
+        return f"amount {int(amount)} is not the original's {original.amount}"
+    code = reversal.get(3)
+    if code is not None and original.processing_code is not None and code != original.processing_code:
+        return f"processing code {code} is not the original's {original.processing_code}"
+    return None
 
 
 def _fingerprint(message: Message, pan_hash: str | None) -> str:

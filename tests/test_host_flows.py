@@ -9,7 +9,7 @@ import pytest
 
 from possim.acquirer.journal import APPROVED, DECLINED, ORPHAN_REVERSAL, REVERSED
 from test_host_support import (
-    DIALECTS, MID_NO_KEYED, OPENING, TID_NO_KEYED, luhn_complete, purchase, reversal, running_host, sign_on,
+    CARDS, DIALECTS, MID_NO_KEYED, OPENING, TID_NO_KEYED, luhn_complete, purchase, reversal, running_host, sign_on,
 )
 
 NOT_SIGNED_ON = {"iso87ascii": "58", "iso87binary": "58", "cup": "77"}
@@ -216,6 +216,21 @@ def test_orphan_reversal_is_acknowledged_and_blocks_the_late_original(host):
     assert host.balance("A-1001") == OPENING["A-1001"]
 
 
+def test_reversal_naming_a_key_with_other_content_reverses_nothing(host):
+    """A terminal that lost its state reuses STAN 000002 for a purchase the host never saw;
+    its reversal must not undo the host's own 000002."""
+    with host.terminal() as pos:
+        pos.exchange(sign_on(host.dialect, "000001"))
+        assert pos.exchange(purchase(host.dialect, "000002", amount=500))[39] == "00"
+        never_arrived = purchase(host.dialect, "000002", amount=999)
+        assert pos.exchange(reversal(host.dialect, never_arrived, "000003"))[39] == "00"
+    [row] = host.journal().transactions()
+    assert (row.status, row.amount) == (APPROVED, 500)
+    assert host.balance("A-1001") == OPENING["A-1001"] - 500
+    notes = [m.note for m in host.journal().messages() if m.mti.startswith("040")]
+    assert any(note and "amount 999 is not the original's 500" in note for note in notes)
+
+
 def test_journal_survives_a_restart(tmp_path):
     request = None
     with running_host(tmp_path, "cup") as host:
@@ -257,3 +272,14 @@ def test_many_terminals_at_once(tmp_path):
         assert codes == ["00"] * connections * each
         assert host.balance("A-1001") == OPENING["A-1001"] - connections * each * amount
         assert len(host.journal().transactions()) == connections * each
+
+
+def test_the_host_logs_one_line_per_answer_without_card_data(host, caplog):
+    caplog.set_level("INFO", logger="possim.host")
+    with host.terminal() as pos:
+        pos.exchange(sign_on(host.dialect, "000001"))
+        pos.exchange(purchase(host.dialect, "000002", amount=1250, card="insufficient"))
+    answers = [r.getMessage() for r in caplog.records if "->" in r.getMessage()]
+    assert len(answers) == 2
+    assert answers[1].endswith("0200 tid 10000001 stan 000002 amount 000000001250 -> 0210 51")
+    assert not any(CARDS["insufficient"]["pan"][:-1] in r.getMessage() for r in caplog.records)
