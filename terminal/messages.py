@@ -54,8 +54,8 @@ def reversal_reuses_stan(dialect: Dialect) -> bool:
 
 
 def _sends_operator(dialect: Dialect) -> bool:
-    """cup sign-ons name the operator in field 63; a dialect may say so itself with `sign_on_operator`."""
-    return bool(dialect.convention("sign_on_operator", "transaction_type" in dialect.roles))
+    """Whether sign-ons name the operator in field 63 (`conventions.sign_on_operator`, as cup does)."""
+    return bool(dialect.convention("sign_on_operator", False))
 
 
 def _stamp(dialect: Dialect, message: Message, now: datetime) -> None:
