@@ -269,13 +269,12 @@ def _journal_summary(path: Path) -> dict[str, Any]:
     """
     journal = Journal(path)
     try:
-        rows = journal.transactions()
         groups: dict[tuple[str, str], dict[str, Any]] = {}
-        for txn in rows:
-            group = groups.setdefault((txn.response_code, txn.status), {"count": 0, "amounts": {}})
-            group["count"] += 1
-            if txn.currency is not None:
-                group["amounts"][txn.currency] = group["amounts"].get(txn.currency, 0) + (txn.amount or 0)
+        for total in journal.totals():
+            group = groups.setdefault((total.response_code, total.status), {"count": 0, "amounts": {}})
+            group["count"] += total.count
+            if total.currency is not None:
+                group["amounts"][total.currency] = total.amount
         messages = journal.messages()
         answers: dict[str, int] = {}
         for entry in messages:
@@ -283,7 +282,7 @@ def _journal_summary(path: Path) -> dict[str, Any]:
                 key = f"{entry.mti} {entry.response_code or '--'}"
                 answers[key] = answers.get(key, 0) + 1
         return {
-            "transactions": len(rows),
+            "transactions": sum(g["count"] for g in groups.values()),
             "messages": len(messages),
             "by_response_code": [
                 {"response_code": code, "status": status, **group}

@@ -233,8 +233,10 @@ class Unit:
 class Totals:
     response_code: str
     status: str
+    currency: str | None
     count: int
     amount: int
+    """Minor units of `currency`: amounts of different currencies are never added together."""
 
 
 @dataclass(frozen=True)
@@ -397,11 +399,11 @@ class Journal:
         return [_txn(r) for r in rows]
 
     def totals(self, business_date: str | None = None) -> list[Totals]:
-        """Count and amount (minor units, all currencies summed) per response code and status."""
+        """Count and amount per response code, status and currency."""
         where, args = ("WHERE business_date = ?", (business_date,)) if business_date else ("", ())
         rows = self._db.execute(
-            f"SELECT response_code, status, COUNT(*), COALESCE(SUM(amount), 0) FROM transactions {where}"
-            " GROUP BY response_code, status ORDER BY response_code, status",
+            f"SELECT response_code, status, currency, COUNT(*), COALESCE(SUM(amount), 0) FROM transactions {where}"
+            " GROUP BY response_code, status, currency ORDER BY response_code, status, currency",
             args,
         )
         return [Totals(*r) for r in rows]

@@ -283,3 +283,13 @@ def test_the_host_logs_one_line_per_answer_without_card_data(host, caplog):
     assert len(answers) == 2
     assert answers[1].endswith("0200 tid 10000001 stan 000002 amount 000000001250 -> 0210 51")
     assert not any(CARDS["insufficient"]["pan"][:-1] in r.getMessage() for r in caplog.records)
+
+
+def test_journal_totals_never_add_different_currencies(host):
+    with host.terminal() as pos:
+        pos.exchange(sign_on(host.dialect, "000001"))
+        assert pos.exchange(purchase(host.dialect, "000002", amount=1250))[39] == "00"
+        assert pos.exchange(purchase(host.dialect, "000003", amount=700, card="usd", currency="840"))[39] == "00"
+        assert pos.exchange(purchase(host.dialect, "000004", amount=300))[39] == "00"
+    totals = {(t.status, t.currency): (t.count, t.amount) for t in host.journal().totals()}
+    assert totals == {("approved", "156"): (2, 1550), ("approved", "840"): (1, 700)}
