@@ -13,7 +13,7 @@ from possim.acquirer.journal import AccountBalance, Journal, JournalError, Messa
 from possim.wire.codec import Codec
 from possim.wire.framing import frame, split_envelope
 from possim.wire.message import Message
-from test_host_support import DIALECTS, OPENING, host_clock, purchase, running_host, sign_on
+from host_support import DIALECTS, OPENING, host_clock, purchase, running_host, sign_on
 
 
 def _payload(core, message: Message) -> bytes:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from possim.acquirer.journal import APPROVED, DECLINED, ORPHAN_REVERSAL, REVERSED
-from test_host_support import (
+from host_support import (
     CARDS, DIALECTS, MID_NO_KEYED, OPENING, TID_NO_KEYED, luhn_complete, purchase, reversal, running_host, sign_on,
 )
 

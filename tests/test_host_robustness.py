@@ -15,7 +15,7 @@ from possim.acquirer.pipeline import STEPS, Context, Decline
 from possim.acquirer.rules import Rules
 from possim.fixtures import FixtureError
 from possim.wire.framing import frame
-from test_host_support import (
+from host_support import (
     CARDS, DIALECTS, OPENING, TestTerminal, host_clock, purchase, reversal, running_host, sign_on,
 )
 
