@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         code = cli.main(args=args, prog_name="possim", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message())  # a group named without a verb: its help is the answer
+        sys.exit(0)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         _fail(f"{exc.format_message()}{hint}", exc.exit_code, args)
@@ -153,14 +156,15 @@ def _render_dialect(r: dict[str, Any]) -> str:
     ]
     for number, parts in r["subfields"].items():
         lines.append(f"  field {number}: " + " · ".join(f"{name} ({size})" for name, size in parts))
-    lines.append("  field  type  length       encoding            description")
+    lines.append(f"  {'field':>5}  {'type':<4}  {'max length':<10}  {'length prefix':<13}  {'data':<6}  description")
     for key, spec in r["fields"].items():
         if spec["max_len"] == 0:
             continue
-        var = {0: "fixed"}.get(spec["len_type"], f"var/{spec['len_enc']}{spec['len_type']}")
+        prefix = "fixed" if spec["len_type"] == 0 else f"{spec['len_type']} {spec['len_enc']}"
         unit = "digits" if spec.get("len_count") == "nibbles" else "bytes"
         lines.append(
-            f"  {key:>5}  {spec.get('type', ''):<4}  {spec['max_len']:>3} {unit:<6}  {var:<8} {spec['data_enc']:<10} {spec.get('desc', '')}"
+            f"  {key:>5}  {spec.get('type', ''):<4}  {spec['max_len']:>3} {unit:<6}  {prefix:<13}  "
+            f"{spec['data_enc']:<6}  {spec.get('desc', '')}"
         )
     return "\n".join(lines)
 
@@ -198,7 +202,10 @@ def iso_decode(dialect: str, shape: str, hexdata: tuple[str, ...], as_json: bool
         try:
             codec.decode(body)
         except CodecError as exc:
-            raise CommandError(_with_frame_offset(str(exc), exc.offset, len(prefix))) from None
+            text = _with_frame_offset(str(exc), exc.offset, len(prefix))
+            if shape == "auto" and not prefix:
+                text += f" (read as a bare message: its first bytes are not a {d.framing.length} frame header)"
+            raise CommandError(text) from None
     result = {"dialect": d.name, "mti": message.mti, "fields": redacted_fields(message)}
     emit(as_json, result, lambda r: "\n".join(lines))
 
@@ -279,6 +286,8 @@ def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace
     from possim.acquirer.server import HostServer, new_event_loop
 
     address = _address(listen, "--listen")
+    _parent_exists(db, "--db")
+    _parent_exists(trace, "--trace")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         core = build_host(dialect, db, fixtures_dir)
@@ -322,6 +331,14 @@ def _address(text: str, option: str) -> tuple[str, int]:
 # --- pos ---------------------------------------------------------------------
 
 EXIT_NO_ANSWER = 3
+MAX_AMOUNT = 999_999_999_999
+"""Field 4 is 12 digits of minor units."""
+
+
+def _parent_exists(path: str | None, option: str) -> None:
+    """A file the user names goes in a folder that exists: a typo must not create folders."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise CommandError(f"{option} {path}: folder {Path(path).resolve().parent} does not exist")
 
 
 def pos_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -361,12 +378,15 @@ def pos_signon(**options: Any) -> None:
 def pos_purchase(amount: str, card_name: str, expiry: str | None, manual: bool, **options: Any) -> None:
     """Buy: a 0200 purchase. An answer that does not come in time is reversed at once."""
     from possim.terminal import resolve_card
-    from possim.wire.money import currency, parse_major
+    from possim.wire.money import currency, format_major, parse_major
 
     card = resolve_card(card_name, options["fixtures_dir"], expiry)
 
     def purchase(terminal: Any) -> Any:
-        minor = parse_major(amount, currency(terminal.profile.currency))
+        cur = currency(terminal.profile.currency)
+        minor = parse_major(amount, cur)
+        if minor > MAX_AMOUNT:
+            raise CommandError(f"amount {amount} is too large: field 4 holds at most {format_major(MAX_AMOUNT, cur)} {cur.alpha}")
         return terminal.purchase(minor, card, manual=manual)
 
     _run_terminal(options, purchase)
@@ -389,7 +409,10 @@ def pos_status(tid: str | None, state_path: str | None, fixtures_dir: str | None
     from possim.terminal import TerminalState, default_state_path, load_profile
 
     profile = load_profile(tid, fixtures_dir)
-    state = TerminalState(profile.tid, state_path)
+    path = Path(state_path) if state_path else default_state_path(profile.tid)
+    if not path.is_file():
+        raise CommandError(f"no state for terminal {profile.tid} at {path}: it has not transacted from here (or give --state)")
+    state = TerminalState(profile.tid, path)
     try:
         batch = state.open_batch()
         owed = state.pending_reversal()
@@ -398,7 +421,7 @@ def pos_status(tid: str | None, state_path: str | None, fixtures_dir: str | None
             totals[entry.currency] = totals.get(entry.currency, 0) + entry.amount
         result = {
             "tid": profile.tid,
-            "state": str(Path(state_path).resolve() if state_path else default_state_path(profile.tid)),
+            "state": str(path.resolve()),
             "last_stan": f"{state.last_stan:06d}",
             "batch_number": f"{state.batch_number:06d}",
             "signed_on": state.signed_on_date.isoformat() if state.signed_on_date else None,
@@ -448,6 +471,8 @@ def _run_terminal(options: dict[str, Any], action: Callable[[Any], Any]) -> None
 
     from possim.terminal import TcpLink, Terminal, TerminalState, load_profile
 
+    _parent_exists(options["state_path"], "--state")
+    _parent_exists(options["trace"], "--trace")
     profile = load_profile(
         options["tid"], options["fixtures_dir"],
         dialect=options["dialect"], host=options["host_address"], timeout=options["timeout"],
@@ -508,11 +533,12 @@ def demo_command(out: str | None, dialect: str, as_json: bool) -> None:
 
     from possim.demo import new_out_dir, run_demo
 
+    load_dialect(dialect)  # a bad dialect fails before anything is written
     folder = Path(out) if out else new_out_dir(Path.cwd())
     if folder.exists() and any(folder.iterdir()):
         raise CommandError(f"--out {folder} is not empty; give a new or empty folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.rmdir()
+    if folder.exists():
+        folder.rmdir()
     click.echo(f"possim demo: business day in {folder} ...", err=True)
     report = asyncio.run(run_demo(folder, dialect))
     emit(as_json, report.to_json(), _render_demo)

@@ -217,7 +217,7 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     await step("system malfunction (scenario rule, amount 96.01)", t1, "96", buy(t1, 9601, "approve"))
     await step("keyed entry at a merchant that forbids it", t2, "58", buy(t2, 1000, "approve", manual=True))
     await step("malformed request: a non-digit in the amount", t1, "30", lambda: _malformed(raw, card("approve")))
-    await step("retransmission answered identically, posted once", t1, "00", lambda: _retransmission(raw, card("approve2")))
+    await step("retransmission answered identically, posted once (hand-made, outside the batch)", t1, "00", lambda: _retransmission(raw, card("approve2")))
     await step("new request reusing a STAN", t1, "94", lambda: _reused_stan(raw, card("approve2")))
     await step("answer too late: automatic reversal (rule, amount 68.01)", t1, "reversed", lambda: _late(t1, card("approve")))
     await step("purchase after the reversal", t1, "00", buy(t1, 4200, "approve"))

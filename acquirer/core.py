@@ -293,17 +293,16 @@ class HostCore:
 
     def _repeat(self, req: _Request, first: Transaction, fingerprint: str, rule: Rule | None) -> Reply:
         """A request whose key the host has seen: a retransmission, or a STAN reused (94)."""
-        if first.status != ORPHAN_REVERSAL and first.fingerprint == fingerprint and first.response_fields is not None:
+        if first.status in (APPROVED, DECLINED) and first.fingerprint == fingerprint and first.response_fields is not None:
             response = Message(str(first.response_mti), {int(n): v for n, v in first.response_fields.items()})
             note = f"retransmission: first answer repeated (transaction {first.id})"
         else:
             response = self._response(req.message, _FINANCIAL_ECHO, "94", req.now)
             response[37] = self._rrn(req.now)
-            note = (
-                f"key already used by an orphan reversal (transaction {first.id})"
-                if first.status == ORPHAN_REVERSAL
-                else f"STAN reused with different content (transaction {first.id})"
-            )
+            note = {
+                ORPHAN_REVERSAL: f"key already used by an orphan reversal (transaction {first.id})",
+                REVERSED: f"key belongs to transaction {first.id}, since reversed: its answer no longer stands",
+            }.get(first.status, f"STAN reused with different content (transaction {first.id})")
         data = self._frame(response, req.envelope)
         self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), at=req.at))
         return Reply(data, _delay(rule))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -242,6 +243,9 @@ def run(steps: Sequence[Step], ctx: Context) -> Outcome:
 
 
 def log_fault(where: str, exc: BaseException) -> None:
-    """Log an internal fault with its traceback but not its message, which might quote card data."""
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    log.error("%s failed with %s\n%s", where, type(exc).__name__, frames.rstrip())
+    """Log an internal fault in one line — its type and where it was raised — never its message,
+    which might quote card data. The whole traceback goes to the debug level."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    log.error("%s failed with %s%s", where, type(exc).__name__, place)
+    log.debug("traceback of that %s:\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)).rstrip())

@@ -216,3 +216,22 @@ def test_dialect_list_and_show_json() -> None:
     assert shown["framing"]["tpdu"] == "6000000000"
     assert shown["roles"]["network_code"] == "60.3"
     assert shown["fields"]["4"]["len_count"] == "nibbles"
+
+
+def test_files_the_user_names_need_an_existing_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    assert "does not exist" in one_line_error(possim("pos", "signon", "--state", str(missing / "t.sqlite")))
+    assert "does not exist" in one_line_error(possim("host", "run", "--db", str(missing / "j.sqlite")))
+    assert not missing.exists()
+
+
+def test_pos_status_without_a_state_file_writes_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "typo.sqlite"
+    assert "no state for terminal" in one_line_error(possim("pos", "status", "--state", str(state)))
+    assert not state.exists()
+
+
+def test_demo_with_a_bad_dialect_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "day"
+    assert "no dialect 'nosuch'" in one_line_error(possim("demo", "--dialect", "nosuch", "--out", str(out)))
+    assert not out.exists()

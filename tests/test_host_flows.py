@@ -293,3 +293,14 @@ def test_journal_totals_never_add_different_currencies(host):
         assert pos.exchange(purchase(host.dialect, "000004", amount=300))[39] == "00"
     totals = {(t.status, t.currency): (t.count, t.amount) for t in host.journal().totals()}
     assert totals == {("approved", "156"): (2, 1550), ("approved", "840"): (1, 700)}
+
+
+def test_a_repeat_of_a_reversed_purchase_is_not_approved_again(host):
+    """A terminal swapped for a fresh one reuses a STAN with the same content: the first answer no longer stands."""
+    with host.terminal() as pos:
+        pos.exchange(sign_on(host.dialect, "000001"))
+        first = purchase(host.dialect, "000002", amount=1250)
+        assert pos.exchange(first)[39] == "00"
+        assert pos.exchange(reversal(host.dialect, first, "000003"))[39] == "00"
+        assert pos.exchange(first)[39] == "94"
+    assert host.balance("A-1001") == OPENING["A-1001"]

@@ -241,3 +241,11 @@ def test_roles_a_dialect_does_not_have():
 def test_field_names_come_from_the_spec():
     assert load_dialect("cup").field_name(43) == "Card acceptor name/location (GBK)"
     assert load_dialect("cup").field_name(200) == ""
+
+
+@pytest.mark.parametrize("responses", ["{not_signed_on: '777'}", "{not_signed_on: 77}", "{sleepy: '77'}"])
+def test_response_codes_are_two_characters_for_a_known_situation(tmp_path, responses):
+    path = tmp_path / "codes.yaml"
+    path.write_text(f"name: codes\nbase: iso87ascii\nresponses: {responses}\n")
+    with pytest.raises(DialectError, match=r"responses\."):
+        load_dialect(str(path))

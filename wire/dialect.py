@@ -7,6 +7,7 @@ in the same format works everywhere a built-in name does.
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -138,7 +139,9 @@ def _read(name_or_path: str) -> tuple[dict[str, Any], str]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DialectError(f"{source}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        raise DialectError(f"{source}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(raw, dict):
         raise DialectError(f"{source}: a dialect file must be a mapping")
     return raw, source
@@ -176,12 +179,23 @@ def _build(raw: dict[str, Any], source: str, chain: tuple[str, ...]) -> Dialect:
         subfields=subfields,
         roles=roles,
         conventions={**(base.conventions if base else {}), **_mapping(raw, "conventions", source)},
-        responses={
-            **(base.responses if base else {}),
-            **{str(k): str(v) for k, v in _mapping(raw, "responses", source).items()},
-        },
+        responses={**(base.responses if base else {}), **_responses(raw, source)},
         source=source,
     )
+
+
+def _responses(raw: dict[str, Any], source: str) -> dict[str, str]:
+    """Response codes for host situations: two characters, as field 39 holds them."""
+    responses = {}
+    for situation, code in _mapping(raw, "responses", source).items():
+        if situation not in _RESPONSE_DEFAULTS:
+            raise DialectError(
+                f"{source}: responses.{situation} is not a situation ({', '.join(sorted(_RESPONSE_DEFAULTS))})"
+            )
+        if not isinstance(code, str) or not re.fullmatch(r"[0-9A-Z]{2}", code):
+            raise DialectError(f"{source}: responses.{situation} {code!r} must be a 2-character response code, quoted")
+        responses[situation] = code
+    return responses
 
 
 def _base(raw: dict[str, Any], source: str, chain: tuple[str, ...]) -> Dialect:
