@@ -33,6 +33,18 @@ def tdes_key(key: bytes, name: str = "key") -> bytes:
     raise CryptoKeyError(f"{name} is {len(key)} bytes: a DES/TDES key has 8, 16 or 24")
 
 
+def require_odd_parity(key: bytes, name: str = "key") -> bytes:
+    """The key unchanged, if every byte has odd parity as DES keys must.
+
+    DES ignores the low bit of each byte, so a parity error is the only sign
+    of a mistyped or corrupted key; HSMs refuse such keys and so do we.
+    """
+    for index, byte in enumerate(key):
+        if bin(byte).count("1") % 2 == 0:
+            raise CryptoKeyError(f"{name} byte {index + 1} of {len(key)} has even parity: DES keys need odd parity")
+    return key
+
+
 def aes_key(key: bytes, name: str = "key") -> bytes:
     if len(key) not in (16, 24, 32):
         raise CryptoKeyError(f"{name} is {len(key)} bytes: an AES key has 16, 24 or 32")
