@@ -520,6 +520,151 @@ def _render_result(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- hsm ---------------------------------------------------------------------
+
+
+@cli.group(cls=PossimGroup)
+def hsm() -> None:
+    """Payment cryptography by hand: KCVs, PIN blocks, MACs, DUKPT keys.
+
+    These tools print the clear values a tester asks for; nothing else in
+    possim ever shows a clear key, PIN or PIN block.
+    """
+
+
+def _hex(value: str, name: str) -> bytes:
+    text = "".join(value.split())
+    bad = next((i for i, c in enumerate(text) if c not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        raise CommandError(f"{name} is not hexadecimal: {text[bad]!r} at character {bad}")
+    if len(text) % 2:
+        raise CommandError(f"{name} has an odd number of hex digits ({len(text)})")
+    return bytes.fromhex(text)
+
+
+@hsm.command("kcv")
+@click.option("--key", required=True, help="The clear key, hex.")
+@click.option("--algo", type=click.Choice(["tdes", "aes"]), default="tdes", show_default=True)
+@click.option("--length", type=int, help="Check value bytes (default 3 for TDES, 5 for AES).")
+@json_option
+def hsm_kcv(key: str, algo: str, length: int | None, as_json: bool) -> None:
+    """Key check value: TDES encrypts zeros; AES takes the CMAC of a zero block."""
+    from possim.hsm_mock.kcv import aes_kcv, tdes_kcv
+
+    clear = _hex(key, "--key")
+    value = (aes_kcv if algo == "aes" else tdes_kcv)(clear, *(() if length is None else (length,)))
+    emit(as_json, {"kcv": value.hex().upper(), "algo": algo}, lambda r: r["kcv"])
+
+
+@hsm.group("pinblock", cls=PossimGroup)
+def hsm_pinblock() -> None:
+    """ISO 9564 PIN blocks: formats 0-3 (clear, or under a TDES key) and 4 (AES)."""
+
+
+@hsm_pinblock.command("encode")
+@click.option("--format", "fmt", type=click.IntRange(0, 4), required=True, help="ISO 9564 format 0, 1, 2, 3 or 4.")
+@click.option("--pin", required=True, help="4 to 12 digits.")
+@click.option("--pan", default="", help="The card number (formats 0, 3 and 4).")
+@click.option("--key", help="PIN key, hex: TDES for formats 0-3 (omit for the clear block), AES for format 4.")
+@json_option
+def hsm_pinblock_encode(fmt: int, pin: str, pan: str, key: str | None, as_json: bool) -> None:
+    """Build a PIN block; with --key, encipher it."""
+    from possim.hsm_mock import pinblock
+
+    if fmt == 4:
+        if key is None:
+            raise CommandError("--key is required for format 4 (an AES key)")
+        block = pinblock.encipher_4(_hex(key, "--key"), pin, pan)
+    elif key is None:
+        block = pinblock.encode(fmt, pin, pan)
+    else:
+        block = pinblock.encipher(_hex(key, "--key"), fmt, pin, pan)
+    emit(as_json, {"pinblock": block.hex().upper(), "format": fmt, "enciphered": key is not None}, lambda r: r["pinblock"])
+
+
+@hsm_pinblock.command("decode")
+@click.option("--pinblock", "block", required=True, help="The PIN block, hex.")
+@click.option("--format", "fmt", type=click.IntRange(0, 4), help="Expected format (formats 0-3 carry it in the block).")
+@click.option("--pan", default="", help="The card number (formats 0, 3 and 4).")
+@click.option("--key", help="PIN key, hex, when the block is enciphered (AES for format 4).")
+@json_option
+def hsm_pinblock_decode(block: str, fmt: int | None, pan: str, key: str | None, as_json: bool) -> None:
+    """Recover the PIN from a PIN block."""
+    from possim.hsm_mock import pinblock
+
+    data = _hex(block, "--pinblock")
+    if fmt == 4:
+        if key is None:
+            raise CommandError("--key is required for format 4 (an AES key)")
+        pin = pinblock.decipher_4(_hex(key, "--key"), data, pan)
+    elif key is None:
+        pin = pinblock.decode(data, pan, fmt)
+    else:
+        pin = pinblock.decipher(_hex(key, "--key"), data, pan, fmt)
+    emit(as_json, {"pin": pin}, lambda r: r["pin"])
+
+
+_MAC_ALGOS = ["iso9797-1-alg1", "iso9797-1-alg3", "x9.9", "x9.19", "cup-ecb", "aes-cmac", "tdes-cmac"]
+
+
+@hsm.command("mac")
+@click.option("--algo", type=click.Choice(_MAC_ALGOS), required=True)
+@click.option("--padding", type=click.IntRange(1, 3), default=1, show_default=True, help="ISO 9797-1 padding method (alg1/alg3).")
+@click.option("--key", required=True, help="MAC key, hex.")
+@click.option("--data", required=True, help="The data to MAC, hex (for cup-ecb: the MAC block, MTI to field 63).")
+@json_option
+def hsm_mac(algo: str, padding: int, key: str, data: str, as_json: bool) -> None:
+    """Compute a MAC. cup-ecb also gives the 8 characters that go in field 64."""
+    from possim.hsm_mock import mac
+
+    k, d = _hex(key, "--key"), _hex(data, "--data")
+    result: dict[str, Any] = {"algo": algo}
+    if algo == "cup-ecb":
+        cup = mac.cup_ecb_mac(k, d)
+        result["mac"] = cup.full.decode("ascii")
+        result["field64"] = cup.field64.decode("ascii")
+    else:
+        compute = {
+            "iso9797-1-alg1": lambda: mac.cbc_mac(k, d, padding),
+            "iso9797-1-alg3": lambda: mac.retail_mac(k, d, padding),
+            "x9.9": lambda: mac.x9_9_mac(k, d),
+            "x9.19": lambda: mac.retail_mac(k, d, 1),
+            "aes-cmac": lambda: mac.aes_cmac(k, d),
+            "tdes-cmac": lambda: mac.tdes_cmac(k, d),
+        }[algo]
+        result["mac"] = compute().hex().upper()
+    emit(as_json, result, lambda r: r["mac"] + (f"  (field 64: {r['field64']})" if "field64" in r else ""))
+
+
+@hsm.command("dukpt")
+@click.option("--bdk", required=True, help="Base derivation key, hex.")
+@click.option("--ksn", required=True, help="Key serial number, hex: 10 bytes (TDES) or 12 bytes (AES).")
+@click.option("--aes128", "scheme", flag_value="aes128", help="AES DUKPT (X9.24-3) with an AES-128 BDK.")
+@click.option("--aes256", "scheme", flag_value="aes256", help="AES DUKPT (X9.24-3) with an AES-256 BDK.")
+@click.option("--working-key", type=click.Choice(["aes128", "aes256"]), default="aes128", show_default=True,
+              help="AES DUKPT working-key type.")
+@json_option
+def hsm_dukpt(bdk: str, ksn: str, scheme: str | None, working_key: str, as_json: bool) -> None:
+    """DUKPT keys for one KSN: TDES (X9.24-1:2009) by default, AES (X9.24-3:2017) with --aes128/--aes256."""
+    from possim.hsm_mock import dukpt_aes, dukpt_tdes
+
+    b, k = _hex(bdk, "--bdk"), _hex(ksn, "--ksn")
+    if scheme is None:
+        t = dukpt_tdes.derive_keys(b, k)
+        keys = {"initial_key": t.initial_key, "transaction_key": t.transaction_key, "pin_key": t.pin_key,
+                "mac_key": t.mac_request_key, "data_key": t.data_request_key}
+    else:
+        expected = 16 if scheme == "aes128" else 32
+        if len(b) != expected:
+            raise CommandError(f"--bdk is {len(b)} bytes: --{scheme} needs {expected}")
+        key_type = dukpt_aes.KeyType.AES128 if working_key == "aes128" else dukpt_aes.KeyType.AES256
+        a = dukpt_aes.derive_keys(b, k, key_type)
+        keys = {"initial_key": a.initial_key, "transaction_key": a.transaction_key, "pin_key": a.pin_key,
+                "mac_key": a.mac_generation_key, "data_key": a.data_encrypt_key}
+    result = {name: value.hex().upper() for name, value in keys.items()}
+    emit(as_json, result, lambda r: "\n".join(f"{name:<16} {value}" for name, value in r.items()))
+
+
 # --- demo --------------------------------------------------------------------
 
 

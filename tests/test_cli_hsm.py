@@ -1,0 +1,90 @@
+"""`possim hsm …`: the tester's calculator, checked against published values
+through the command line a tester uses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+POSSIM = [sys.executable, "-m", "possim.cli"]
+KEY = "0123456789ABCDEFFEDCBA9876543210"
+
+
+def hsm(*args: str) -> dict:
+    result = subprocess.run([*POSSIM, "hsm", *args, "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_kcv_of_the_classic_test_key() -> None:
+    assert hsm("kcv", "--key", KEY) == {"kcv": "08D7B4", "algo": "tdes"}
+
+
+def test_dukpt_matches_x9_24_1_annex_a() -> None:
+    # ANSI X9.24-1:2009 Annex A: IPEK, and the first transaction's keys (see tests/test_hsm_dukpt_tdes.py)
+    keys = hsm("dukpt", "--bdk", KEY, "--ksn", "FFFF9876543210E00001")
+    assert keys["initial_key"] == "6AC292FAA1315B4D858AB3A3D7D5933A"
+    assert keys["transaction_key"] == "042666B49184CFA368DE9628D0397BC9"
+    assert keys["pin_key"] == "042666B49184CF5C68DE9628D0397B36"
+    assert keys["mac_key"] == "042666B4918430A368DE9628D03984C9"
+
+
+def test_pinblock_format_0_round_trip() -> None:
+    # Format 0, PIN 1234, PAN 43219876543210987 -> 0412AC89ABCDEF67 (published BP-Tools example)
+    encoded = hsm("pinblock", "encode", "--format", "0", "--pin", "1234", "--pan", "43219876543210987")
+    assert encoded["pinblock"] == "0412AC89ABCDEF67"
+    decoded = hsm("pinblock", "decode", "--pinblock", "0412AC89ABCDEF67", "--pan", "43219876543210987")
+    assert decoded == {"pin": "1234"}
+
+
+@pytest.mark.parametrize("fmt", ["0", "1", "3"])
+def test_enciphered_pinblock_decodes_under_the_same_key(fmt: str) -> None:
+    block = hsm("pinblock", "encode", "--format", fmt, "--pin", "987654", "--pan", "4000001000000018", "--key", KEY)
+    assert block["enciphered"] is True and block["pinblock"] != "0412AC89ABCDEF67"
+    pin = hsm("pinblock", "decode", "--pinblock", block["pinblock"], "--pan", "4000001000000018", "--key", KEY)
+    assert pin == {"pin": "987654"}
+
+
+def test_format_4_needs_and_uses_an_aes_key() -> None:
+    aes = "000102030405060708090A0B0C0D0E0F"
+    block = hsm("pinblock", "encode", "--format", "4", "--pin", "1234", "--pan", "432198765432109870", "--key", aes)
+    assert len(block["pinblock"]) == 32
+    pin = hsm("pinblock", "decode", "--format", "4", "--pinblock", block["pinblock"], "--pan", "432198765432109870", "--key", aes)
+    assert pin == {"pin": "1234"}
+
+
+def test_x9_19_mac_matches_botan_vector() -> None:
+    data = ("31311C3931383237333634351C1C35383134333237361C1C3B313233343536373839303132333435363D"
+            "3939313231303030303F1C30303031323530301C393738363533343132343837363932331C")
+    assert hsm("mac", "--algo", "x9.19", "--key", KEY, "--data", data)["mac"] == "C209CCB78EE1B606"
+
+
+def test_cup_ecb_mac_gives_the_field_64_characters() -> None:
+    result = hsm("mac", "--algo", "cup-ecb", "--key", KEY, "--data", "0200702004")
+    assert len(result["mac"]) == 16 and result["field64"] == result["mac"][:8]
+
+
+def test_aes_cmac_matches_nist_sp_800_38b_example_1() -> None:
+    # NIST SP 800-38B D.1, Example 1: empty message
+    result = hsm("mac", "--algo", "aes-cmac", "--key", "2B7E151628AED2A6ABF7158809CF4F3C", "--data", "")
+    assert result["mac"] == "BB1D6929E95937287FA37D129B756746"
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["kcv", "--key", "0123"], "key is 2 bytes"),
+        (["kcv", "--key", "zz"], "--key is not hexadecimal"),
+        (["dukpt", "--bdk", KEY, "--ksn", "FFFF"], "ksn"),
+        (["pinblock", "encode", "--format", "4", "--pin", "1234", "--pan", "4321987654321098"], "--key is required"),
+        (["pinblock", "encode", "--format", "0", "--pin", "12", "--pan", "4321987654321098"], "pin"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_parameter(args: list[str], names: str) -> None:
+    result = subprocess.run([*POSSIM, "hsm", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("possim: error: ") and names in line
