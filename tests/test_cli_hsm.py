@@ -88,3 +88,21 @@ def test_bad_input_is_one_line_naming_the_parameter(args: list[str], names: str)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("possim: error: ") and names in line
+
+
+def test_tr31_unwrap_of_a_published_block_and_a_fresh_wrap() -> None:
+    # X9.143 / TR-31 version D example, as quoted in tests/test_hsm_tr31.py (openemv/tr31 test data)
+    kbpk = "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6"
+    block = ("D0144P0AE00E00002C77FA3F4A553BED6E88AE5C172A4166E3D4ACA8E2AC71C158A476FAC12C13C3"
+             "829DE55D3AB54C48F4C4FEF7AC75E90FC47F1B77E7B19A73ED46E64410082557")
+    unwrapped = hsm("tr31", "unwrap", "--kbpk", kbpk, "--keyblock", block)
+    assert unwrapped["key"] == "3F419E1CB7079442AA37474C2EFBF8B8"
+    assert unwrapped["header"]["key_usage"] == "P0"
+    wrapped = hsm("tr31", "wrap", "--kbpk", kbpk, "--key", unwrapped["key"], "--version", "D",
+                  "--usage", "P0", "--algorithm", "A", "--mode", "E")
+    again = hsm("tr31", "unwrap", "--kbpk", kbpk, "--keyblock", wrapped["keyblock"])
+    assert again["key"] == unwrapped["key"] and again["kcv"] == unwrapped["kcv"]
+    tampered = wrapped["keyblock"][:-1] + ("0" if wrapped["keyblock"][-1] != "0" else "1")
+    result = subprocess.run([*POSSIM, "hsm", "tr31", "unwrap", "--kbpk", kbpk, "--keyblock", tampered],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "MAC" in result.stderr and unwrapped["key"] not in result.stderr
