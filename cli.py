@@ -665,6 +665,47 @@ def hsm_dukpt(bdk: str, ksn: str, scheme: str | None, working_key: str, as_json:
     emit(as_json, result, lambda r: "\n".join(f"{name:<16} {value}" for name, value in r.items()))
 
 
+@hsm.command("serve")
+@click.option("--listen", default="127.0.0.1:1500", show_default=True, help="Address to listen on (port 0: any free port).")
+@click.option("--lmk", "lmk_path", type=click.Path(dir_okay=False, exists=True), help="Variant LMK file (20 lines of 32 hex digits); default: the published test LMK.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@json_option
+def hsm_serve(listen: str, lmk_path: str | None, log_level: str, as_json: bool) -> None:
+    """A payShield-style HSM on TCP (2-byte length, 4-character header) until Ctrl-C / SIGTERM.
+
+    Commands NC, BU, A0, CW/CY, M6/M8, CA and G0; layouts in docs/hsm.md.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from possim.hsm_mock.device import Hsm
+    from possim.hsm_mock.lmk import VariantLmk
+    from possim.hsm_mock.server import HsmServer
+
+    address = _address(listen, "--listen")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    lmk = VariantLmk.load(lmk_path) if lmk_path else VariantLmk.test()
+
+    async def serve() -> None:
+        server = HsmServer(Hsm(lmk))
+        try:
+            bound = await server.start(*address)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {listen}: {_one_line(exc)} (--listen 127.0.0.1:0 takes any free port)"
+            ) from None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+        result = {"listening": f"{bound[0]}:{bound[1]}", "lmk": lmk_path or "test", "lmk_check": lmk.check_value().hex().upper()}
+        emit(as_json, result, lambda r: f"possim hsm listening on {r['listening']} (LMK {r['lmk']}, check {r['lmk_check']})")
+        sys.stdout.flush()
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
 @hsm.group("tr31", cls=PossimGroup)
 def hsm_tr31() -> None:
     """TR-31 / X9.143 key blocks: versions A, B, C (TDES) and D (AES)."""

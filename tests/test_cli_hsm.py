@@ -106,3 +106,31 @@ def test_tr31_unwrap_of_a_published_block_and_a_fresh_wrap() -> None:
     result = subprocess.run([*POSSIM, "hsm", "tr31", "unwrap", "--kbpk", kbpk, "--keyblock", tampered],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "MAC" in result.stderr and unwrapped["key"] not in result.stderr
+
+
+def test_hsm_serve_answers_payshield_commands_from_its_own_process() -> None:
+    import signal
+    import socket
+
+    process = subprocess.Popen([*POSSIM, "hsm", "serve", "--listen", "127.0.0.1:0", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        host, port = ready["listening"].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            def ask(body: bytes) -> bytes:
+                sock.sendall(len(body).to_bytes(2, "big") + body)
+                size = int.from_bytes(sock.recv(2), "big")
+                reply = b""
+                while len(reply) < size:
+                    reply += sock.recv(size - len(reply))
+                return reply
+
+            assert ask(b"0001XX")[:8] == b"0001XY68"  # unknown command: 68, connection kept
+            reply = ask(b"0002NC")
+            assert reply[:8] == b"0002ND00"
+            assert reply[8:24].decode() == ready["lmk_check"] == "7D22274C5745C5A1"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
