@@ -4,7 +4,9 @@ An acquirer host starts in-process on an ephemeral loopback port with a
 fresh journal; two POS terminals sign on and trade with it over real TCP:
 approvals, every decline the host produces, a malformed request, a
 retransmission, a reused STAN, and a request the host answers too late so
-the terminal reverses it by itself. Every step states the answer it expects,
+the terminal reverses it by itself. Sign-on downloads working keys under
+each terminal's master key; purchases, reversals and their answers carry a
+MAC, and a message tampered with on the way is refused. Every step states the answer it expects,
 so the demo checks itself. The summary is read back from the journal and the
 terminals' state files, not from the script.
 
@@ -217,6 +219,8 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     await step("system malfunction (scenario rule, amount 96.01)", t1, "96", buy(t1, 9601, "approve"))
     await step("keyed entry at a merchant that forbids it", t2, "58", buy(t2, 1000, "approve", manual=True))
     await step("malformed request: a non-digit in the amount", t1, "30", lambda: _malformed(raw, card("approve")))
+    mac_error = t1.dialect.response_code("mac_error")
+    await step("tampered message refused: amount changed after MACing", t1, mac_error, lambda: _tampered(raw, card("approve")))
     await step("retransmission answered identically, posted once (hand-made, outside the batch)", t1, "00", lambda: _retransmission(raw, card("approve2")))
     await step("new request reusing a STAN", t1, "94", lambda: _reused_stan(raw, card("approve2")))
     await step("answer too late: automatic reversal (rule, amount 68.01)", t1, "reversed", lambda: _late(t1, card("approve")))
@@ -225,16 +229,26 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
 
 async def _malformed(raw: _Raw, card: Card) -> dict[str, Any]:
     request = raw.purchase(1000, card)
-    body = bytearray(raw.codec.encode(request))
+    body = bytearray(raw.terminal.encode(request))
     start, end = raw.codec.spans(bytes(body))["4"]
     body[end - 1] = 0x0A  # the last byte of field 4: a non-digit nibble (BCD) or character (ASCII)
     answer = await raw.send(bytes(body))
     return {"stan": request[11], "mti": answer.mti, "response_code": answer[39], "echoed_stan": answer.get(11)}
 
 
+async def _tampered(raw: _Raw, card: Card) -> dict[str, Any]:
+    """A MACed purchase whose amount changes on the way: the host must refuse it and post nothing."""
+    request = raw.purchase(1000, card)
+    body = bytearray(raw.terminal.encode(request))
+    start, end = raw.codec.spans(bytes(body))["4"]
+    body[end - 1] ^= 0x01  # 0 <-> 1 in the last digit: still a valid amount (BCD or ASCII), no longer the MACed one
+    answer = await raw.send(bytes(body))
+    return {"stan": request[11], "mti": answer.mti, "response_code": answer[39]}
+
+
 async def _retransmission(raw: _Raw, card: Card) -> dict[str, Any]:
     request = raw.purchase(1500, card)
-    body = raw.codec.encode(request)
+    body = raw.terminal.encode(request)
     first, second = await raw.send(body), await raw.send(body)
     same = first == second
     return {
@@ -248,7 +262,7 @@ async def _reused_stan(raw: _Raw, card: Card) -> dict[str, Any]:
     """The STAN of the retransmission step, with a different amount."""
     stan = f"{int(raw.terminal.state.last_stan):06d}"
     request = raw.purchase(1600, card, stan=stan)
-    answer = await raw.send(raw.codec.encode(request))
+    answer = await raw.send(raw.terminal.encode(request))
     return {"stan": stan, "response_code": answer[39]}
 
 

@@ -13,11 +13,15 @@ Flows follow docs/messages.md: 0800 sign-on/sign-off/echo, 0100 and 0200
 through the authorization pipeline (only 0200 posts), 0400/0401 reversals
 matched by field 90 or by (terminal, STAN, date), and the duplicate rules:
 the same key with the same content is answered as the first time, with
-different content 94.
+different content 94. Sign-on sends fresh working keys under the terminal's
+master key (kept in the journal under the LMK only); from then on a request's
+MAC is checked before anything else and every answer to a financial request
+or reversal carries one (docs/messages.md, "Working keys" and "MAC").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
@@ -27,6 +31,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+from possim.hsm_mock.key_download import generate_working_keys, pack
+from possim.hsm_mock.lmk import TAK, TPK, VariantLmk
+from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
 from possim.wire.dialect import Dialect, load_dialect
@@ -50,6 +57,10 @@ _FINANCIAL_ECHO = (3, 4, 7, 11, 25, 41, 42, 49)
 _REVERSAL_ECHO = (3, 4, 7, 11, 41, 42, 49, 90)
 _NETWORK_ECHO = (7, 11, 41, 42)
 _RRN_BLOCK = 1000
+_MACED_KINDS = ("10", "20", "40")
+"""Request kinds (MTI digits 2-3) that carry a MAC once the terminal has a MAC key, and whose answers do."""
+_KEY_ROLES = ("working_keys", "mac")
+"""Roles whose fields belong to one message and are never echoed into its answer."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +85,14 @@ class _Request:
     business_date: str
     key_date: str
     """The date part of the request's key: MMDD of field 7 when present, else of the host's business date."""
+    body: bytes = b""
+    """The message as it arrived, for checking its MAC."""
 
     @classmethod
-    def arrived(cls, message: Message, envelope: Envelope, peer: str, now: datetime) -> _Request:
+    def arrived(cls, message: Message, envelope: Envelope, peer: str, now: datetime, body: bytes = b"") -> _Request:
         sent = message.get(7)
         key_date = sent[:4] if sent is not None and len(sent) >= 4 else f"{now.month:02d}{now.day:02d}"
-        return cls(message, envelope, peer, now, _stamp(now), now.date().isoformat(), key_date)
+        return cls(message, envelope, peer, now, _stamp(now), now.date().isoformat(), key_date, body)
 
 
 class HostCore:
@@ -105,7 +118,13 @@ class HostCore:
         self._rng = rng or random.Random()
         self._steps = tuple(steps)
         self._services = Services(dialect, registry, issuer, journal)
-        self._role_fields = tuple(sorted({int(where.split(".")[0]) for where in dialect.roles.values()}))
+        self._role_fields = tuple(sorted(
+            {int(where.split(".")[0]) for role, where in dialect.roles.items() if role not in _KEY_ROLES}
+        ))
+        self._lmk = VariantLmk.test()
+        """Working keys are journaled under the HSM's LMK, so the journal never holds one in clear."""
+        maced = dialect.mac_scheme in MAC_SCHEMES and "mac" in dialect.roles
+        self._mac = MessageMac(self.codec) if maced else None
         self._rrn_next = self._rrn_end = 0
 
     def close(self) -> None:
@@ -154,7 +173,7 @@ class HostCore:
                 message = self.codec.decode(body)
             except CodecError as exc:
                 return self._undecodable(exc, envelope, peer, now)
-            return self._dispatch(_Request.arrived(message, envelope, peer, now))
+            return self._dispatch(_Request.arrived(message, envelope, peer, now, body))
         except FramingError as exc:
             log.warning("%s: %s; closing the connection", peer, exc)
             return Reply(close=True)
@@ -177,6 +196,8 @@ class HostCore:
         if 41 not in req.message:
             return self._answer_only(req, _NETWORK_ECHO, "30", "missing mandatory field 41")
         request_kind = mti[1:3]
+        if request_kind in _MACED_KINDS and (problem := self._mac_problem(req)) is not None:
+            return self._mac_refused(req, problem)
         if request_kind == "80":
             return self._network(req)
         if request_kind in ("10", "20"):
@@ -191,7 +212,7 @@ class HostCore:
         message, tid = req.message, req.message[41]
         rule = self._rule_for(message, None)
         current = self.journal.terminal(tid)
-        session = None
+        session = download = None
         code, note = "00", None
         network_code = self.dialect.get_role(message, "network_code")
         if rule is not None and rule.respond is not None:
@@ -203,6 +224,7 @@ class HostCore:
         elif network_code == SIGN_ON:
             batch = current.batch_number if current else self._initial_batch(message)
             session = TerminalSession(tid, req.business_date, batch, req.at)
+            download = self._working_keys(tid)
         elif network_code == SIGN_OFF and current is not None:
             session = TerminalSession(tid, None, current.batch_number, req.at)
         elif network_code not in (ECHO, SIGN_OFF):
@@ -211,9 +233,66 @@ class HostCore:
         known = session or current
         if known is not None and code == "00":
             self.dialect.set_role(response, "batch_number", known.batch_number)  # cup 60.2; no-op elsewhere
+        if download is not None and code == "00":
+            block, pin_key, mac_key = download
+            self.dialect.set_role(response, "working_keys", block)
+            session = dataclasses.replace(session, pin_key=pin_key, mac_key=mac_key)
         data = self._frame(response, req.envelope)
         self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), terminal=session, at=req.at))
         return Reply(data, _delay(rule))
+
+    def _working_keys(self, tid: str) -> tuple[str, str, str] | None:
+        """Fresh working keys for a sign-on: (the block for the answer, PIN key and MAC key under the LMK).
+
+        None when the terminal has no master key on file or the dialect no place to send keys.
+        """
+        profile = self.registry.terminal(tid)
+        if profile is None or profile.tmk is None or "working_keys" not in self.dialect.roles:
+            return None
+        keys = generate_working_keys(self._rng)
+        return (
+            pack(profile.tmk, keys).hex().upper(),
+            self._lmk.encrypt(keys.pin_key, TPK).hex().upper(),
+            self._lmk.encrypt(keys.mac_key, TAK).hex().upper(),
+        )
+
+    # ---- MAC: checked before anything else, on requests and answers that move money ----
+
+    def _mac_key(self, tid: str | None) -> bytes | None:
+        """The terminal's working MAC key in clear, for this message only; None before any key download."""
+        if self._mac is None or tid is None:
+            return None
+        session = self.journal.terminal(tid)
+        if session is None or session.mac_key is None:
+            return None
+        return self._lmk.decrypt(bytes.fromhex(session.mac_key), TAK)
+
+    def _mac_problem(self, req: _Request) -> str | None:
+        """Why a request's MAC is not good, or None (also when the terminal has no MAC key yet)."""
+        key = self._mac_key(req.message[41])
+        if key is None or self._mac is None:
+            return None
+        return self._mac.verify(req.body, key)
+
+    def _mac_refused(self, req: _Request, problem: str) -> Reply:
+        """The dialect's MAC-error code; nothing is posted. A new financial request is journaled as declined at step "mac"."""
+        code = self.dialect.response_code("mac_error")
+        message = req.message
+        log.warning("%s: %s tid %s stan %s refused: %s", req.peer, message.mti, message[41], message[11], problem)
+        if message.mti[1:3] == "40" or self.journal.transaction(message[41], message[11], req.key_date) is not None:
+            echo = _REVERSAL_ECHO if message.mti[1:3] == "40" else _FINANCIAL_ECHO
+            return self._answer_only(req, echo, code, problem)
+        card = read_card(message)
+        pan_hash = self.journal.pan_hash(card.pan) if card.pan else None
+        ctx = Context(message, req.now, req.business_date, self._services, card)
+        response = self._response(message, _FINANCIAL_ECHO, code, req.now)
+        response[37] = self._rrn(req.now)
+        data = self._frame(response, req.envelope)
+        txn = self._transaction(
+            req, card, pan_hash, _fingerprint(message, pan_hash), Outcome(code, "mac", problem), response, ctx, 0, None
+        )
+        self.journal.record(Unit((self._entry_in(req, problem), self._entry_out(req, response)), insert=txn, at=req.at))
+        return Reply(data)
 
     def _initial_batch(self, message: Message) -> str:
         """A terminal new to the host keeps the batch it reports (cup 60.2), else starts at 1."""
@@ -408,7 +487,7 @@ class HostCore:
                 continue
             response = Message(response_mti(partial.mti), attempt)
             try:
-                return response, self._frame(response, envelope)
+                return response, self._frame(response, envelope, sign=False)
             except (CodecError, FramingError):
                 continue
         return None
@@ -423,7 +502,7 @@ class HostCore:
         response, _ = answer
         response[39] = "96"
         try:
-            return Reply(self._frame(response, envelope))
+            return Reply(self._frame(response, envelope, sign=False))
         except (CodecError, FramingError):
             return Reply(close=True)
 
@@ -440,8 +519,13 @@ class HostCore:
         fields[39] = code
         return Message(response_mti(request.mti), fields)
 
-    def _frame(self, response: Message, envelope: Envelope) -> bytes:
-        return frame(self.framing, self.codec.encode(response), envelope.reply())
+    def _frame(self, response: Message, envelope: Envelope, sign: bool = True) -> bytes:
+        """The framed answer; answers to financial requests and reversals carry a MAC once the terminal has a key."""
+        key = self._mac_key(response.get(41)) if sign and response.mti[1:3] in ("11", "21", "41") else None
+        if key is None or self._mac is None:
+            response.fields.pop(self._mac.field if self._mac else 64, None)
+            return frame(self.framing, self.codec.encode(response), envelope.reply())
+        return frame(self.framing, self._mac.sign(response, key), envelope.reply())
 
     def _rrn(self, now: datetime) -> str:
         """12 digits: year digit and day of year (YDDD), then a host-wide sequence claimed from the journal."""

@@ -111,9 +111,13 @@ CREATE TABLE IF NOT EXISTS terminals (
     terminal_id    TEXT PRIMARY KEY,
     signed_on_date TEXT,
     batch_number   TEXT NOT NULL,
-    updated_at     TEXT NOT NULL
+    updated_at     TEXT NOT NULL,
+    pin_key        TEXT,
+    mac_key        TEXT
 );
 """
+_KEY_COLUMNS = ("pin_key", "mac_key")
+"""Working keys of the last sign-on, hex under the HSM's LMK (TPK and TAK): never in clear."""
 
 
 class JournalError(RuntimeError):
@@ -171,7 +175,9 @@ _UPDATABLE = ("status", "response_code", "decline_step", "decline_reason", "post
 _UPDATE_TXN = f"UPDATE transactions SET {', '.join(f'{c} = ?' for c in _UPDATABLE)} WHERE id = ?"
 _UPDATE_VALUES = operator.attrgetter(*_UPDATABLE, "id")
 _SELECT_TXN = "SELECT * FROM transactions WHERE terminal_id = ? AND stan = ? AND key_date = ?"
-_SELECT_TERMINAL = "SELECT terminal_id, signed_on_date, batch_number, updated_at FROM terminals WHERE terminal_id = ?"
+_SELECT_TERMINAL = (
+    "SELECT terminal_id, signed_on_date, batch_number, updated_at, pin_key, mac_key FROM terminals WHERE terminal_id = ?"
+)
 _JSON = json.JSONEncoder(separators=(",", ":"))
 _INSERT_MESSAGE = (
     "INSERT INTO messages (at, direction, peer, terminal_id, mti, stan, fields, response_code, note)"
@@ -179,9 +185,11 @@ _INSERT_MESSAGE = (
 )
 _POST = "UPDATE accounts SET balance = balance + ?, updated_at = ? WHERE id = ?"
 _UPSERT_TERMINAL = (
-    "INSERT INTO terminals (terminal_id, signed_on_date, batch_number, updated_at) VALUES (?, ?, ?, ?)"
+    "INSERT INTO terminals (terminal_id, signed_on_date, batch_number, updated_at, pin_key, mac_key)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (terminal_id) DO UPDATE SET signed_on_date = excluded.signed_on_date,"
-    " batch_number = excluded.batch_number, updated_at = excluded.updated_at"
+    " batch_number = excluded.batch_number, updated_at = excluded.updated_at,"
+    " pin_key = COALESCE(excluded.pin_key, terminals.pin_key), mac_key = COALESCE(excluded.mac_key, terminals.mac_key)"
 )
 
 
@@ -207,6 +215,10 @@ class TerminalSession:
     """Business date (YYYY-MM-DD) of the last sign-on; None once signed off."""
     batch_number: str
     updated_at: str
+    pin_key: str | None = None
+    """Hex of the working PIN key under the LMK (TPK); None keeps the one stored."""
+    mac_key: str | None = None
+    """Hex of the working MAC key under the LMK (TAK); None keeps the one stored."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +275,7 @@ class Journal:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.executescript(_SCHEMA)
+        self._add_key_columns()
         self._batch: _Batch | None = None
         self._pan_hmac = hmac.new(self._load_secret(rng or random.SystemRandom()), digestmod=hashlib.sha256)
         """Keyed once; each PAN hash starts from a copy."""
@@ -272,6 +285,13 @@ class Journal:
             self._db.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_PAGES}")
             self._checkpointer = _Checkpointer(self.path)
             self._checkpointer.start()
+
+    def _add_key_columns(self) -> None:
+        """A journal written before key download gains the working-key columns."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(terminals)")}
+        for column in _KEY_COLUMNS:
+            if column not in present:
+                self._db.execute(f"ALTER TABLE terminals ADD COLUMN {column} TEXT")
 
     def _load_secret(self, rng: random.Random) -> bytes:
         self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pan_hash_secret', ?)", (rng.randbytes(32).hex(),))
@@ -352,7 +372,9 @@ class Journal:
                     raise JournalError(f"no account {posting.account_id} to post to")
             if unit.terminal is not None:
                 t = unit.terminal
-                db.execute(_UPSERT_TERMINAL, (t.terminal_id, t.signed_on_date, t.batch_number, t.updated_at))
+                db.execute(_UPSERT_TERMINAL, (
+                    t.terminal_id, t.signed_on_date, t.batch_number, t.updated_at, t.pin_key, t.mac_key,
+                ))
             if self._batch is None:
                 db.executemany(_INSERT_MESSAGE, messages)
             else:

@@ -6,11 +6,12 @@ terminal it does not know with the dialect's `terminal_unknown` code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from possim.fixtures import FixtureError, fixture_path, load_fixture
+from possim.hsm_mock.key_download import KeyDownloadError, parse_tmk
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,12 @@ class Merchant:
 
 @dataclass(frozen=True)
 class TerminalProfile:
-    """What the host knows about a terminal: its ID (field 41) and merchant (field 42)."""
+    """What the host knows about a terminal: its ID (field 41), merchant (field 42) and master key."""
 
     tid: str
     mid: str
+    tmk: bytes | None = field(default=None, repr=False)
+    """The terminal master key working keys are sent under; None: no key download for this terminal."""
 
 
 class Registry:
@@ -46,7 +49,13 @@ class Registry:
             tid, mid = _text(entry, "tid", source), _text(entry, "mid", source)
             if mid not in known:
                 raise FixtureError(f"{source}: terminal {tid} names merchant {mid}, which merchants.yaml does not define")
-            terminals.append(TerminalProfile(tid, mid))
+            tmk = None
+            if entry.get("tmk") is not None:
+                try:
+                    tmk = parse_tmk(entry["tmk"], f"{source}: terminal {tid}")
+                except KeyDownloadError as exc:
+                    raise FixtureError(str(exc)) from None
+            terminals.append(TerminalProfile(tid, mid, tmk))
         return cls(merchants, terminals)
 
     def terminal(self, tid: str) -> TerminalProfile | None:

@@ -196,6 +196,7 @@ RESPONSE_TEXT = {
     "57": "transaction not permitted to cardholder",
     "58": "transaction not permitted to terminal",
     "61": "exceeds amount limit",
+    "63": "security violation (MAC)",
     "68": "response received too late",
     "77": "sign on again",
     "91": "issuer inoperative",
@@ -203,6 +204,7 @@ RESPONSE_TEXT = {
     "96": "system malfunction",
     "97": "terminal not registered",
     "98": "no answer in time",
+    "A0": "MAC check failed: sign on again",
 }
 
 

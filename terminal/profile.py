@@ -7,11 +7,12 @@ in `state.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from possim.fixtures import load_fixture
+from possim.hsm_mock.key_download import KeyDownloadError, parse_tmk
 from possim.wire.dialect import Dialect, load_dialect
 from possim.wire.framing import Framing
 from possim.wire.money import currency as lookup_currency
@@ -38,6 +39,9 @@ class TerminalProfile:
     """Whether the terminal can take a PIN: the third digit of field 22."""
     currency: str = "156"
     """ISO 4217 numeric code sent in field 49."""
+    tmk: str | None = field(default=None, repr=False)
+    """Terminal master key, 32 hex digits, as a lab injects it: sign-on working keys arrive under it.
+    None: the terminal takes no working keys and sends no MAC."""
 
     def __post_init__(self) -> None:
         who = f"terminal {self.tid!r}"
@@ -59,6 +63,15 @@ class TerminalProfile:
         except ValueError as exc:
             raise ProfileError(f"{who}: {exc}") from None
         object.__setattr__(self, "currency", numeric)
+        if self.tmk is not None:
+            try:
+                parse_tmk(self.tmk, who)
+            except KeyDownloadError as exc:
+                raise ProfileError(str(exc)) from None
+
+    @property
+    def master_key(self) -> bytes | None:
+        return parse_tmk(self.tmk, f"terminal {self.tid!r}") if self.tmk is not None else None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -105,7 +118,7 @@ def load_profile(tid: str | None = None, fixtures_dir: str | Path | None = None,
         raise ProfileError(f"{where}: unknown setting {sorted(bad)[0]!r} (expected {', '.join(sorted(_SETTINGS))})")
     if "mid" not in entry:
         raise ProfileError(f"{where}: mid is missing")
-    settings = {key: (str(value) if key in ("tid", "mid", "host", "currency") else value) for key, value in entry.items()}
+    settings = {key: (str(value) if key in ("tid", "mid", "host", "currency", "tmk") else value) for key, value in entry.items()}
     profile = TerminalProfile(**settings)
     given = {key: value for key, value in overrides.items() if value is not None}
     return replace(profile, **given) if given else profile

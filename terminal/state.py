@@ -5,7 +5,8 @@ the same terminal. Everything that must survive a crash — the STAN just
 used, a reversal that may be owed — is committed before the message that
 depends on it leaves.
 
-PCI DSS: the file never holds a full PAN, track data or PIN block. The batch
+PCI DSS: the file never holds a full PAN, track data, PIN block or clear
+key: working keys are kept as they arrived, under the terminal master key. The batch
 keeps a masked PAN for receipts and totals; a pending reversal keeps only
 what a 0400 carries (see messages.REVERSAL_KEEPS) and refuses anything else.
 """
@@ -32,7 +33,9 @@ CREATE TABLE IF NOT EXISTS terminal (
     tid TEXT NOT NULL,
     stan INTEGER NOT NULL,
     batch_number INTEGER NOT NULL,
-    signed_on_date TEXT
+    signed_on_date TEXT,
+    pin_key TEXT,
+    mac_key TEXT
 );
 CREATE TABLE IF NOT EXISTS batch (
     batch_number INTEGER NOT NULL,
@@ -118,6 +121,10 @@ class TerminalState:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(terminal)")}
+            for column in ("pin_key", "mac_key"):
+                if column not in present:  # a state file from before key download
+                    self._db.execute(f"ALTER TABLE terminal ADD COLUMN {column} TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"terminal state {self.path}: {exc}") from None
         row = self._db.execute("SELECT tid FROM terminal").fetchone()
@@ -159,6 +166,20 @@ class TerminalState:
             self._db.execute("UPDATE terminal SET signed_on_date = ?", (day.isoformat(),))
             if batch_number is not None:
                 self._db.execute("UPDATE terminal SET batch_number = ?", (batch_number,))
+
+    # working keys
+
+    def save_working_keys(self, pin_key: bytes, mac_key: bytes) -> None:
+        """Keep the working keys of a sign-on, as cryptograms under the TMK (never clear keys)."""
+        with self._db:
+            self._db.execute("UPDATE terminal SET pin_key = ?, mac_key = ?", (pin_key.hex().upper(), mac_key.hex().upper()))
+
+    def working_keys(self) -> tuple[bytes, bytes] | None:
+        """(PIN key, MAC key) under the TMK, as the last sign-on delivered them; None before any."""
+        pin_key, mac_key = self._db.execute("SELECT pin_key, mac_key FROM terminal").fetchone()
+        if pin_key is None or mac_key is None:
+            return None
+        return bytes.fromhex(pin_key), bytes.fromhex(mac_key)
 
     # open batch
 

@@ -14,6 +14,8 @@ import asyncio
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
+from possim.hsm_mock.key_download import KeyDownloadError, clear_key, unpack
+from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
 from possim.wire.framing import FramingError, frame
@@ -40,6 +42,8 @@ from .profile import TerminalProfile
 from .state import BatchEntry, PendingReversal, TerminalState
 
 APPROVED = "00"
+_MACED_KINDS = ("10", "20", "40")
+"""Request kinds (MTI digits 2-3) that carry a MAC, and whose answers must."""
 
 
 class TerminalError(Exception):
@@ -129,6 +133,9 @@ class Terminal:
         self.dialect = profile.load_dialect()
         self.codec = Codec(self.dialect)
         self.framing = self.dialect.framing
+        self._tmk = profile.master_key
+        maced = self.dialect.mac_scheme in MAC_SCHEMES and "mac" in self.dialect.roles
+        self._mac = MessageMac(self.codec) if maced and self._tmk is not None else None
         self._busy = asyncio.Lock()
 
     # flows
@@ -151,6 +158,9 @@ class Terminal:
             except _Unreadable as exc:
                 return self._unanswered("signon", request, f"answer unreadable: {exc}", False)
             if answer[39] == APPROVED:
+                refused = self._take_working_keys(answer)
+                if refused is not None:
+                    return replace(self._answered("signon", request, answer), approved=False, message=refused)
                 batch = self.dialect.get_role(answer, "batch_number")
                 self.state.mark_signed_on(now.date(), int(batch) if batch and batch.isdigit() else None)
             return self._answered("signon", request, answer)
@@ -244,6 +254,25 @@ class Terminal:
                 reversal=outcome,
             )
 
+    def _take_working_keys(self, answer: Message) -> str | None:
+        """Store the working keys a sign-on answer carries once their check values match; else why not."""
+        block = self.dialect.get_role(answer, "working_keys")
+        if block is None or self._tmk is None:
+            return None
+        try:
+            cryptograms, _ = unpack(self._tmk, bytes.fromhex(block))
+        except (KeyDownloadError, ValueError) as exc:
+            return f"sign-on failed: {exc}; keys not stored"
+        self.state.save_working_keys(cryptograms.pin_key, cryptograms.mac_key)
+        return None
+
+    def _mac_key(self) -> bytes | None:
+        """The working MAC key in clear, for one message; None before a sign-on delivered keys."""
+        keys = self.state.working_keys()
+        if keys is None or self._tmk is None:
+            return None
+        return clear_key(self._tmk, keys[1])
+
     # reversal delivery
 
     async def _deliver(self, owed: PendingReversal) -> ReversalOutcome:
@@ -301,7 +330,14 @@ class Terminal:
 
     def _frame(self, request: Message) -> bytes:
         """Encode before anything is recorded, so a request that cannot be sent leaves no trace in the state."""
-        return frame(self.framing, self.codec.encode(request))
+        return frame(self.framing, self.encode(request))
+
+    def encode(self, request: Message) -> bytes:
+        """The message body as this terminal sends it: purchases and reversals MACed once a sign-on delivered a MAC key."""
+        key = self._mac_key() if self._mac is not None and request.mti[1:3] in _MACED_KINDS else None
+        if key is None or self._mac is None:
+            return self.codec.encode(request)
+        return self._mac.sign(request, key)
 
     async def _ask(self, request: Message, data: bytes) -> Message:
         envelope_end = self.framing.length_size + self.framing.envelope_size
@@ -317,6 +353,10 @@ class Terminal:
         except CodecError as exc:
             raise _Unreadable(str(exc)) from None
         problem = answer_problem(request, answer)
+        if problem is None and self._mac is not None and self._mac.field in request:
+            key = self._mac_key()
+            problem = self._mac.verify(body, key) if key is not None else "no MAC key to check the answer"
+            problem = f"answer {problem}" if problem else None
         if problem is not None:
             raise _Unreadable(problem)
         return answer

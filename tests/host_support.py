@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +19,8 @@ from possim.acquirer.core import HostCore, build_host
 from possim.acquirer.journal import Journal
 from possim.acquirer.server import HostThread
 from possim.fixtures import load_fixture
+from possim.hsm_mock.key_download import KeyDownloadError, unpack
+from possim.hsm_mock.message_mac import MessageMac
 from possim.wire.clock import SteppingClock
 from possim.wire.codec import Codec
 from possim.wire.dialect import Dialect
@@ -31,6 +33,8 @@ TID_NO_KEYED, MID_NO_KEYED = "10000002", "898310048160002"
 START = datetime(2026, 6, 15, 10, 0, 0)
 CARDS = {c["name"]: c for c in load_fixture("cards.yaml")["cards"]}
 OPENING = {a["id"]: a["balance"] for a in load_fixture("accounts.yaml")["accounts"]}
+TMKS = {t["tid"]: bytes.fromhex(t["tmk"]) for t in load_fixture("terminals.yaml")["terminals"] if "tmk" in t}
+MACED_KINDS = ("10", "20", "40")
 
 
 def host_clock() -> SteppingClock:
@@ -44,9 +48,11 @@ class RunningHost:
     db_path: Path
     dialect: Dialect
     port: int
+    mac_keys: dict[str, bytes] = field(default_factory=dict)
+    """Working MAC keys per terminal, as sign-ons downloaded them: shared by this host's test terminals."""
 
     def terminal(self, timeout: float = 5.0) -> TestTerminal:
-        return TestTerminal(self.port, self.dialect, timeout)
+        return TestTerminal(self.port, self.dialect, timeout, self.mac_keys)
 
     def journal(self) -> Journal:
         """A second connection to the journal file, as any reader (the demo, sqlite3) would open it."""
@@ -82,13 +88,19 @@ def running_host(
 
 
 class TestTerminal:
-    """A minimal terminal over a blocking socket: frames out, frames in."""
+    """A minimal terminal over a blocking socket: frames out, frames in.
+
+    Like a real terminal it takes the working keys a sign-on answer carries
+    (under the fixture TMK) and MACs its financial requests and reversals from then on.
+    """
 
     __test__ = False
 
-    def __init__(self, port: int, dialect: Dialect, timeout: float = 5.0):
+    def __init__(self, port: int, dialect: Dialect, timeout: float = 5.0, mac_keys: dict[str, bytes] | None = None):
         self.dialect = dialect
         self.codec = Codec(dialect)
+        self.mac = MessageMac(self.codec)
+        self.mac_keys = mac_keys if mac_keys is not None else {}
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.frames = FrameReader(dialect.framing)
@@ -104,6 +116,9 @@ class TestTerminal:
         self.close()
 
     def framed(self, message: Message) -> bytes:
+        key = self.mac_keys.get(message.get(41) or "")
+        if key is not None and message.mti[1:3] in MACED_KINDS:
+            return frame(self.dialect.framing, self.mac.sign(message, key))
         return frame(self.dialect.framing, self.codec.encode(message))
 
     def send(self, message: Message) -> None:
@@ -125,7 +140,20 @@ class TestTerminal:
 
     def receive(self, timeout: float | None = None) -> Message:
         _, body = split_envelope(self.dialect.framing, self.receive_payload(timeout))
-        return self.codec.decode(body)
+        answer = self.codec.decode(body)
+        self._take_keys(answer)
+        return answer
+
+    def _take_keys(self, answer: Message) -> None:
+        block = self.dialect.get_role(answer, "working_keys")
+        tmk = TMKS.get(answer.get(41) or "")
+        if answer.mti != "0810" or block is None or tmk is None:
+            return
+        try:
+            _, keys = unpack(tmk, bytes.fromhex(block))
+        except (KeyDownloadError, ValueError):
+            return
+        self.mac_keys[answer[41]] = keys.mac_key
 
     def exchange(self, message: Message) -> Message:
         self.send(message)

@@ -75,6 +75,42 @@ def test_no_file_the_demo_wrote_holds_card_data(demo) -> None:
     assert mask_pan(cards[0]["pan"]) in traces  # card data did pass through, masked
 
 
+def test_a_tampered_message_is_refused(demo) -> None:
+    report, _ = demo
+    [step] = [s for s in report["steps"] if s["title"].startswith("tampered message refused")]
+    assert step["got"] == "A0" and step["ok"]  # cup's MAC error
+    groups = {(g["response_code"], g["status"]) for g in report["journal"]["by_response_code"]}
+    assert ("A0", "declined") in groups
+
+
+def test_no_file_the_demo_wrote_holds_a_clear_key(demo) -> None:
+    """The TMKs and the working keys sent at sign-on appear nowhere in clear: not hex, not binary."""
+    from possim.acquirer.journal import Journal
+    from possim.hsm_mock.key_download import clear_key
+    from possim.hsm_mock.lmk import TAK, TPK, VariantLmk
+    from possim.terminal.state import TerminalState
+
+    _, out = demo
+    tmks = {t["tid"]: bytes.fromhex(t["tmk"]) for t in load_fixture("terminals.yaml")["terminals"]}
+    journal, lmk = Journal(out / "journal.sqlite"), VariantLmk.test()
+    secrets = list(tmks.values())
+    try:
+        for tid, tmk in tmks.items():
+            session = journal.terminal(tid)
+            host_keys = [lmk.decrypt(bytes.fromhex(session.pin_key), TPK), lmk.decrypt(bytes.fromhex(session.mac_key), TAK)]
+            state = TerminalState(tid, out / "terminals" / f"{tid}.sqlite")
+            terminal_keys = [clear_key(tmk, k) for k in state.working_keys()]
+            state.close()
+            assert terminal_keys == host_keys
+            secrets += host_keys
+    finally:
+        journal.close()
+    everything = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    for secret in secrets:
+        for form in (secret, secret.hex().upper().encode(), secret.hex().encode()):
+            assert form not in everything
+
+
 @pytest.mark.parametrize("dialect", ["iso87ascii", "iso87binary"])
 def test_the_business_day_runs_in_every_built_in_dialect(dialect: str, tmp_path: Path) -> None:
     import asyncio
@@ -86,3 +122,4 @@ def test_the_business_day_runs_in_every_built_in_dialect(dialect: str, tmp_path:
     assert failed == []
     assert report.dialect == dialect
     assert report.steps[0].got == "58"  # iso87 says "not signed on" with 58, cup with 77
+    assert [s.got for s in report.steps if s.title.startswith("tampered")] == ["63"]  # iso87's security violation

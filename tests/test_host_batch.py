@@ -13,12 +13,20 @@ from possim.acquirer.journal import AccountBalance, Journal, JournalError, Messa
 from possim.wire.codec import Codec
 from possim.wire.framing import frame, split_envelope
 from possim.wire.message import Message
-from host_support import DIALECTS, OPENING, host_clock, purchase, running_host, sign_on
+from possim.hsm_mock.key_download import unpack
+from possim.hsm_mock.message_mac import MessageMac
+from host_support import DIALECTS, MACED_KINDS, OPENING, TMKS, host_clock, purchase, running_host, sign_on
+
+_MAC_KEYS: dict[int, bytes] = {}
+"""The working MAC key each core's sign-on sent, by id(core)."""
 
 
 def _payload(core, message: Message) -> bytes:
-    """What FrameReader hands the core: the frame without its length header."""
-    return frame(core.framing, Codec(core.dialect).encode(message))[core.framing.length_size:]
+    """What FrameReader hands the core: the frame without its length header (MACed once keys were sent)."""
+    codec = Codec(core.dialect)
+    key = _MAC_KEYS.get(id(core))
+    body = MessageMac(codec).sign(message, key) if key and message.mti[1:3] in MACED_KINDS else codec.encode(message)
+    return frame(core.framing, body)[core.framing.length_size:]
 
 
 def _answer(core, reply) -> Message:
@@ -29,8 +37,11 @@ def _answer(core, reply) -> Message:
 @pytest.fixture
 def core(tmp_path):
     core = build_host("cup", tmp_path / "journal.sqlite", clock=host_clock())
-    assert _answer(core, core.handle(_payload(core, sign_on(core.dialect, "000001"))))[39] == "00"
+    answer = _answer(core, core.handle(_payload(core, sign_on(core.dialect, "000001"))))
+    assert answer[39] == "00"
+    _MAC_KEYS[id(core)] = unpack(TMKS[answer[41]], bytes.fromhex(answer[62]))[1].mac_key
     yield core
+    del _MAC_KEYS[id(core)]
     core.close()
 
 

@@ -22,7 +22,7 @@ from .message import Message
 _FIELD_KEYS = {"data_enc", "len_enc", "len_type", "max_len", "desc", "len_count", "left_pad", "right_pad", "type"}
 _REQUIRED_KEYS = {"data_enc", "len_enc", "len_type", "max_len"}
 _FIELD_TYPES = {"n", "an", "ans", "b", "z", "ns", "xn"}
-_RESPONSE_DEFAULTS = {"terminal_unknown": "58", "not_signed_on": "58"}
+_RESPONSE_DEFAULTS = {"terminal_unknown": "58", "not_signed_on": "58", "mac_error": "63"}
 
 
 class DialectError(ValueError):
