@@ -279,39 +279,28 @@ def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace
     """
     import asyncio
     import logging
-    import signal
     import sqlite3
 
     from possim.acquirer.core import build_host
     from possim.acquirer.server import HostServer, new_event_loop
 
-    address = _address(listen, "--listen")
+    _address(listen, "--listen")  # a bad address fails before the journal is opened
     _parent_exists(db, "--db")
     _parent_exists(trace, "--trace")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    _log_to_stderr(log_level)
     try:
         core = build_host(dialect, db, fixtures_dir)
     except sqlite3.Error as exc:
         raise CommandError(f"journal {db}: {exc}") from None
 
     async def serve() -> None:
-        server = HostServer(core, trace=trace)
-        try:
-            bound = await server.start(*address)
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {listen}: {_one_line(exc)} (--listen 127.0.0.1:0 takes any free port)"
-            ) from None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
-        result = {
-            "listening": f"{bound[0]}:{bound[1]}", "dialect": core.dialect.name, "db": str(Path(db).resolve()),
-            "event_loop": type(loop).__module__.partition(".")[0],
-        }
-        emit(as_json, result, lambda r: f"possim host listening on {r['listening']} ({r['dialect']}), journal {r['db']}")
-        sys.stdout.flush()
-        await server.serve_forever()
+        loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        await _serve_until_stopped(
+            HostServer(core, trace=trace), listen, as_json,
+            lambda bound: {"listening": bound, "dialect": core.dialect.name, "db": str(Path(db).resolve()),
+                           "event_loop": loop_kind},
+            lambda r: f"possim host listening on {r['listening']} ({r['dialect']}), journal {r['db']}",
+        )
         logging.getLogger("possim.host").info("host stopped")
 
     try:
@@ -319,6 +308,30 @@ def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace
             runner.run(serve())
     finally:
         core.close()
+
+
+def _log_to_stderr(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+async def _serve_until_stopped(server: Any, listen: str, as_json: bool, describe: Callable[[str], dict[str, Any]],
+                               render: Callable[[dict[str, Any]], str]) -> None:
+    """Start a TCP server, print where it listens (one JSON object with --json), and serve until SIGINT/SIGTERM."""
+    import asyncio
+    import signal
+
+    try:
+        bound = await server.start(*_address(listen, "--listen"))
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {listen}: {_one_line(exc)} (--listen 127.0.0.1:0 takes any free port)") from None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    emit(as_json, describe(f"{bound[0]}:{bound[1]}"), render)
+    sys.stdout.flush()
+    await server.serve_forever()
 
 
 def _address(text: str, option: str) -> tuple[str, int]:
@@ -676,34 +689,19 @@ def hsm_serve(listen: str, lmk_path: str | None, log_level: str, as_json: bool) 
     Commands NC, BU, A0, CW/CY, M6/M8, CA and G0; layouts in docs/hsm.md.
     """
     import asyncio
-    import logging
-    import signal
 
     from possim.hsm_mock.device import Hsm
     from possim.hsm_mock.lmk import VariantLmk
     from possim.hsm_mock.server import HsmServer
 
-    address = _address(listen, "--listen")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    _log_to_stderr(log_level)
     lmk = VariantLmk.load(lmk_path) if lmk_path else VariantLmk.test()
 
-    async def serve() -> None:
-        server = HsmServer(Hsm(lmk))
-        try:
-            bound = await server.start(*address)
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {listen}: {_one_line(exc)} (--listen 127.0.0.1:0 takes any free port)"
-            ) from None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
-        result = {"listening": f"{bound[0]}:{bound[1]}", "lmk": lmk_path or "test", "lmk_check": lmk.check_value().hex().upper()}
-        emit(as_json, result, lambda r: f"possim hsm listening on {r['listening']} (LMK {r['lmk']}, check {r['lmk_check']})")
-        sys.stdout.flush()
-        await server.serve_forever()
-
-    asyncio.run(serve())
+    asyncio.run(_serve_until_stopped(
+        HsmServer(Hsm(lmk)), listen, as_json,
+        lambda bound: {"listening": bound, "lmk": lmk_path or "test", "lmk_check": lmk.check_value().hex().upper()},
+        lambda r: f"possim hsm listening on {r['listening']} (LMK {r['lmk']}, check {r['lmk_check']})",
+    ))
 
 
 @hsm.group("tr31", cls=PossimGroup)
