@@ -585,9 +585,7 @@ def hsm_pinblock_encode(fmt: int, pin: str, pan: str, key: str | None, as_json: 
     from possim.hsm_mock import pinblock
 
     if fmt == 4:
-        if key is None:
-            raise CommandError("--key is required for format 4 (an AES key)")
-        block = pinblock.encipher_4(_hex(key, "--key"), pin, pan)
+        block = pinblock.encipher_4(_format_4_key(key), pin, pan)
     elif key is None:
         block = pinblock.encode(fmt, pin, pan)
     else:
@@ -607,14 +605,18 @@ def hsm_pinblock_decode(block: str, fmt: int | None, pan: str, key: str | None, 
 
     data = _hex(block, "--pinblock")
     if fmt == 4:
-        if key is None:
-            raise CommandError("--key is required for format 4 (an AES key)")
-        pin = pinblock.decipher_4(_hex(key, "--key"), data, pan)
+        pin = pinblock.decipher_4(_format_4_key(key), data, pan)
     elif key is None:
         pin = pinblock.decode(data, pan, fmt)
     else:
         pin = pinblock.decipher(_hex(key, "--key"), data, pan, fmt)
     emit(as_json, {"pin": pin}, lambda r: r["pin"])
+
+
+def _format_4_key(key: str | None) -> bytes:
+    if key is None:
+        raise CommandError("--key is required for format 4 (an AES key)")
+    return _hex(key, "--key")
 
 
 _MAC_ALGOS = ["iso9797-1-alg1", "iso9797-1-alg3", "x9.9", "x9.19", "cup-ecb", "aes-cmac", "tdes-cmac"]

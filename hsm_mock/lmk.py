@@ -25,7 +25,7 @@ Errors name the parameter and never contain key material.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,26 +128,25 @@ def wrap(kek: bytes, clear: bytes, scheme: str, type_variant: int = 0) -> bytes:
     `scheme` is Z (single length), U or T (a scheme variant per part), X or Y
     (each 8-byte block ECB under the same key).
     """
-    _check_scheme(scheme, len(clear))
-    base = _xor_byte(kek, 0, KEY_TYPE_VARIANTS[type_variant])
-    if scheme not in SCHEME_VARIANTS:
-        return tdes_ecb_encrypt(base, clear)
-    masks = SCHEME_VARIANTS[scheme]
-    return b"".join(
-        tdes_ecb_encrypt(_xor_byte(base, 8, mask), clear[8 * part : 8 * part + 8]) for part, mask in enumerate(masks)
-    )
+    return _variant_ecb(tdes_ecb_encrypt, kek, clear, scheme, type_variant)
 
 
 def unwrap(kek: bytes, cryptogram: bytes, scheme: str, type_variant: int = 0) -> bytes:
     """Undo `wrap`."""
-    _check_scheme(scheme, len(cryptogram))
+    return _variant_ecb(tdes_ecb_decrypt, kek, cryptogram, scheme, type_variant)
+
+
+def _variant_ecb(
+    cipher: Callable[[bytes, bytes], bytes], kek: bytes, data: bytes, scheme: str, type_variant: int
+) -> bytes:
+    """The key-type variant on byte 0 of the KEK; for U/T, a scheme mask on byte 8 per 8-byte part."""
+    _check_scheme(scheme, len(data))
     base = _xor_byte(kek, 0, KEY_TYPE_VARIANTS[type_variant])
     if scheme not in SCHEME_VARIANTS:
-        return tdes_ecb_decrypt(base, cryptogram)
-    masks = SCHEME_VARIANTS[scheme]
+        return cipher(base, data)
     return b"".join(
-        tdes_ecb_decrypt(_xor_byte(base, 8, mask), cryptogram[8 * part : 8 * part + 8])
-        for part, mask in enumerate(masks)
+        cipher(_xor_byte(base, 8, mask), data[8 * part : 8 * part + 8])
+        for part, mask in enumerate(SCHEME_VARIANTS[scheme])
     )
 
 

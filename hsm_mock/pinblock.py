@@ -110,18 +110,23 @@ def decode(block: bytes, pan: str = "", fmt: int | None = None) -> str:
         if declared != fmt:
             raise PinBlockError(f"block: control nibble says format {declared}, expected format {fmt}")
     clear = xor(block, pan_field(pan)) if declared in (0, 3) else block
-    digits = clear.hex().upper()
+    pin, fill = _pin_and_fill(clear.hex().upper())
+    if declared in (0, 2) and set(fill) - {"F"}:
+        raise PinBlockError(f"block: format {declared} fill must be all F")
+    if declared == 3 and set(fill) - set("ABCDEF"):
+        raise PinBlockError("block: format 3 fill must be A-F")
+    return pin
+
+
+def _pin_and_fill(digits: str) -> tuple[str, str]:
+    """Split the hex of a clear PIN field (control nibble, length nibble, PIN, fill) into PIN and fill."""
     length = int(digits[1], 16)
     if not _PIN_MIN <= length <= _PIN_MAX:
         raise PinBlockError(f"block: PIN length nibble {length} is outside {_PIN_MIN}-{_PIN_MAX}")
     pin, fill = digits[2 : 2 + length], digits[2 + length :]
     if not pin.isdigit():
         raise PinBlockError("block: PIN field holds a non-decimal digit")
-    if declared in (0, 2) and set(fill) - {"F"}:
-        raise PinBlockError(f"block: format {declared} fill must be all F")
-    if declared == 3 and set(fill) - set("ABCDEF"):
-        raise PinBlockError("block: format 3 fill must be A-F")
-    return pin
+    return pin, fill
 
 
 def encipher(key: bytes, fmt: int, pin: str, pan: str = "", rng: RandomSource | None = None) -> bytes:
@@ -163,12 +168,7 @@ def decode_pin_field_4(field: bytes) -> str:
     digits = field[:8].hex().upper()
     if digits[0] != "4":
         raise PinBlockError(f"block: control nibble says format {digits[0]}, expected format 4")
-    length = int(digits[1], 16)
-    if not _PIN_MIN <= length <= _PIN_MAX:
-        raise PinBlockError(f"block: PIN length nibble {length} is outside {_PIN_MIN}-{_PIN_MAX}")
-    pin, fill = digits[2 : 2 + length], digits[2 + length :]
-    if not pin.isdigit():
-        raise PinBlockError("block: PIN field holds a non-decimal digit")
+    pin, fill = _pin_and_fill(digits)
     if set(fill) - {"A"}:
         raise PinBlockError("block: format 4 fill must be all A")
     return pin
