@@ -538,7 +538,7 @@ def _render_result(r: dict[str, Any]) -> str:
 
 @cli.group(cls=PossimGroup)
 def hsm() -> None:
-    """Payment cryptography by hand: KCVs, PIN blocks, MACs, DUKPT keys.
+    """Payment cryptography by hand (KCVs, PIN blocks, MACs, DUKPT, TR-31) and a payShield-style HSM.
 
     These tools print the clear values a tester asks for; nothing else in
     possim ever shows a clear key, PIN or PIN block.
