@@ -270,8 +270,13 @@ def host() -> None:
 @click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True), help="Folder of merchants/terminals/cards/accounts/host_rules YAML overriding the built-ins.")
 @click.option("--trace", "trace", type=click.Path(dir_okay=False), help="Append a redacted hex and field trace of every frame to this file.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--hsm", "hsm_address", help="Check PINs with the payShield-style HSM at HOST:PORT (e.g. `possim hsm serve`); it must hold the host's LMK. Default: an HSM inside the host.")
+@click.option("--lmk", "lmk_path", type=click.Path(dir_okay=False, exists=True), help="Variant LMK file the host keeps keys under (as `possim hsm serve --lmk`); default: the published test LMK.")
 @json_option
-def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace: str | None, log_level: str, as_json: bool) -> None:
+def host_run(
+    listen: str, dialect: str, db: str, fixtures_dir: str | None, trace: str | None, log_level: str,
+    hsm_address: str | None, lmk_path: str | None, as_json: bool,
+) -> None:
     """Serve terminals over TCP until interrupted (Ctrl-C or SIGTERM).
 
     Prints the address it listens on once it is ready (with --json, one JSON
@@ -288,8 +293,12 @@ def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace
     _parent_exists(db, "--db")
     _parent_exists(trace, "--trace")
     _log_to_stderr(log_level)
+    from possim.hsm_mock.lmk import VariantLmk
+
+    lmk = VariantLmk.load(lmk_path) if lmk_path else VariantLmk.test()
+    hsm = _external_hsm(hsm_address, lmk) if hsm_address else None
     try:
-        core = build_host(dialect, db, fixtures_dir)
+        core = build_host(dialect, db, fixtures_dir, hsm=hsm, lmk=lmk)
     except sqlite3.Error as exc:
         raise CommandError(f"journal {db}: {exc}") from None
 
@@ -298,7 +307,7 @@ def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace
         await _serve_until_stopped(
             HostServer(core, trace=trace), listen, as_json,
             lambda bound: {"listening": bound, "dialect": core.dialect.name, "db": str(Path(db).resolve()),
-                           "event_loop": loop_kind},
+                           "event_loop": loop_kind, "hsm": hsm_address or "built-in"},
             lambda r: f"possim host listening on {r['listening']} ({r['dialect']}), journal {r['db']}",
         )
         logging.getLogger("possim.host").info("host stopped")
@@ -308,6 +317,27 @@ def host_run(listen: str, dialect: str, db: str, fixtures_dir: str | None, trace
             runner.run(serve())
     finally:
         core.close()
+
+
+def _external_hsm(address: str, lmk: Any) -> Any:
+    """A TCP HSM the host can use: it answers NC and holds the host's LMK (keys are journaled under it)."""
+    from possim.hsm_mock.client import HsmUnavailable, TcpHsm
+
+    host_name, port = _address(address, "--hsm")
+    client = TcpHsm(host_name, port)
+    try:
+        reply = client.call("NC", "")
+    except HsmUnavailable as exc:
+        client.close()
+        raise CommandError(f"--hsm {address}: {exc}") from None
+    expected = lmk.check_value().hex().upper()
+    if not reply.ok or reply.fields[:16] != expected:
+        client.close()
+        raise CommandError(
+            f"--hsm {address}: its LMK check value is {reply.fields[:16] or 'unknown'}, the host's is {expected}: "
+            "they must hold the same LMK"
+        )
+    return client
 
 
 def _log_to_stderr(level: str) -> None:
@@ -387,9 +417,15 @@ def pos_signon(**options: Any) -> None:
 @click.option("--card", "card_name", default="approve", show_default=True, help="A card name from cards.yaml, or a PAN.")
 @click.option("--expiry", help="Expiry YYMM for a raw PAN (or to override the card's).")
 @click.option("--manual", is_flag=True, help="Keyed entry (PAN and expiry in fields 2 and 14) instead of a swipe.")
+@click.option("--pin", help="PIN the cardholder types; it leaves the terminal only as an encrypted PIN block (field 52).")
 @pos_options
-def pos_purchase(amount: str, card_name: str, expiry: str | None, manual: bool, **options: Any) -> None:
-    """Buy: a 0200 purchase. An answer that does not come in time is reversed at once."""
+def pos_purchase(amount: str, card_name: str, expiry: str | None, manual: bool, pin: str | None, **options: Any) -> None:
+    """Buy: a 0200 purchase. An answer that does not come in time is reversed at once.
+
+    With --pin the PIN is encrypted under the working PIN key of the last
+    sign-on (or the next DUKPT key) and checked by the issuer: 55 wrong PIN,
+    75 too many wrong PINs today. The test cards' PINs are in cards.yaml.
+    """
     from possim.terminal import resolve_card
     from possim.wire.money import currency, format_major, parse_major
 
@@ -400,7 +436,7 @@ def pos_purchase(amount: str, card_name: str, expiry: str | None, manual: bool, 
         minor = parse_major(amount, cur)
         if minor > MAX_AMOUNT:
             raise CommandError(f"amount {amount} is too large: field 4 holds at most {format_major(MAX_AMOUNT, cur)} {cur.alpha}")
-        return terminal.purchase(minor, card, manual=manual)
+        return terminal.purchase(minor, card, manual=manual, pin=pin)
 
     _run_terminal(options, purchase)
 
@@ -688,7 +724,7 @@ def hsm_dukpt(bdk: str, ksn: str, scheme: str | None, working_key: str, as_json:
 def hsm_serve(listen: str, lmk_path: str | None, log_level: str, as_json: bool) -> None:
     """A payShield-style HSM on TCP (2-byte length, 4-character header) until Ctrl-C / SIGTERM.
 
-    Commands NC, BU, A0, CW/CY, M6/M8, CA and G0; layouts in docs/hsm.md.
+    Commands NC, BU, A0, A6/A8, CA, G0, DA/DC, EA/EC, CW/CY and M6/M8; layouts in docs/hsm.md.
     """
     import asyncio
 

@@ -1,12 +1,16 @@
 """`possim demo`: one short business day, the whole product in one run.
 
 An acquirer host starts in-process on an ephemeral loopback port with a
-fresh journal; two POS terminals sign on and trade with it over real TCP:
-approvals, every decline the host produces, a malformed request, a
-retransmission, a reused STAN, and a request the host answers too late so
+fresh journal, and checks PINs through a payShield-style HSM listening on
+its own port; three POS terminals sign on and trade with the host over
+real TCP: approvals, every decline the host produces, a malformed request,
+a retransmission, a reused STAN, and a request the host answers too late so
 the terminal reverses it by itself. Sign-on downloads working keys under
 each terminal's master key; purchases, reversals and their answers carry a
-MAC, and a message tampered with on the way is refused. Every step states the answer it expects,
+MAC, and a message tampered with on the way is refused. PINs travel as
+encrypted blocks (under the working PIN key, or DUKPT on the third
+terminal) and are verified in the HSM against a Visa PVV or an IBM 3624
+offset; three wrong PINs lock the card for the day. Every step states the answer it expects,
 so the demo checks itself. The summary is read back from the journal and the
 terminals' state files, not from the script.
 
@@ -25,6 +29,9 @@ from typing import Any, Awaitable, Callable, TextIO
 from possim.acquirer.core import build_host
 from possim.acquirer.journal import Journal
 from possim.acquirer.server import HostServer
+from possim.hsm_mock.client import TcpHsm
+from possim.hsm_mock.device import Hsm
+from possim.hsm_mock.server import HsmThread
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
 from possim.terminal.messages import build_purchase
 from possim.wire.clock import Clock, system_clock
@@ -57,6 +64,7 @@ class DemoReport:
     out: Path
     host: str
     dialect: str
+    hsm: str = ""
     steps: list[StepResult] = field(default_factory=list)
     journal: dict[str, Any] = field(default_factory=dict)
     terminals: list[dict[str, Any]] = field(default_factory=list)
@@ -71,6 +79,7 @@ class DemoReport:
             "ok": self.ok,
             "out": str(self.out),
             "host": self.host,
+            "hsm": self.hsm,
             "dialect": self.dialect,
             "steps": [
                 {"step": s.number, "title": s.title, "terminal": s.terminal, "expected": s.expected,
@@ -124,14 +133,17 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
         "host_log": out / "host.log",
     }
     log_handler = _log_to(files["host_log"])
-    core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED))
+    hsm_thread = HsmThread(Hsm(rng=random.Random(DEMO_SEED)))
+    hsm_address = hsm_thread.start("127.0.0.1", 0)
+    core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED), hsm=TcpHsm(*hsm_address))
     server = HostServer(core, trace=files["host_trace"])
     address = await server.start("127.0.0.1", 0)
     report = DemoReport(out=out, host=f"{address[0]}:{address[1]}", dialect=core.dialect.name)
+    report.hsm = f"{hsm_address[0]}:{hsm_address[1]}"
     trace_file = files["terminal_trace"].open("a", encoding="utf-8")
     terminals: list[Terminal] = []
     try:
-        for tid in ("10000001", "10000002"):
+        for tid in ("10000001", "10000002", "10000003"):
             profile = load_profile(tid, dialect=dialect, host=report.host, timeout=TERMINAL_TIMEOUT)
             state_path = out / "terminals" / f"{tid}.sqlite"
             files[f"terminal_{tid}"] = state_path
@@ -145,6 +157,7 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
             await t.link.close()
         await server.stop()
         core.close()
+        hsm_thread.stop()
         trace_file.close()
         _stop_logging(log_handler)
     report.journal = _journal_summary(files["journal"])
@@ -182,7 +195,7 @@ def _writer(file: TextIO) -> Callable[[str], None]:
 
 
 async def _business_day(report: DemoReport, terminals: list[Terminal], address: tuple[str, int]) -> None:
-    t1, t2 = terminals
+    t1, t2, t3 = terminals
     card = resolve_card
     not_signed_on = t2.dialect.response_code("not_signed_on")
     raw = _Raw(t1, address)
@@ -196,9 +209,15 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     def buy(terminal: Terminal, amount: int, name: str, **kw: Any) -> Callable[[], Awaitable[Any]]:
         return lambda: terminal.purchase(amount, card(name), **kw)
 
+    def right_pin(name: str) -> str:
+        pin = card(name).pin
+        assert pin is not None, f"cards.yaml gives card {name} no PIN"
+        return pin
+
     await step("purchase before sign-on", t2, not_signed_on, buy(t2, 1000, "approve"))
     await step("sign-on", t1, "00", t1.sign_on)
     await step("sign-on", t2, "00", t2.sign_on)
+    await step("sign-on (a DUKPT PIN pad)", t3, "00", t3.sign_on)
     await step("purchase 12.50, swiped", t1, "00", buy(t1, 1250, "approve"))
     await step("purchase 88.00, keyed", t1, "00", buy(t1, 8800, "approve2", manual=True))
     await step("purchase 230.00, swiped", t2, "00", buy(t2, 23000, "approve"))
@@ -214,7 +233,15 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     await step("no issuer for the BIN", t1, "15", lambda: t1.purchase(1000, card("6011000000000004")))
     await step("zero amount", t1, "13", buy(t1, 0, "approve"))
     await step("cash advance not supported", t1, "12", buy(t1, 1000, "approve", processing_code="010000"))
-    await step("incorrect PIN (scenario rule, amount 55.01)", t1, "55", buy(t1, 5501, "approve"))
+    await step("purchase 25.00 with PIN (Visa PVV), PIN checked in the HSM over TCP", t1, "00",
+               buy(t1, 2500, "approve", pin=right_pin("approve")))
+    await step("purchase 50.00 with PIN (IBM 3624 offset)", t1, "00", buy(t1, 5000, "over-limit", pin=right_pin("over-limit")))
+    await step("purchase 30.00 with PIN from the DUKPT PIN pad", t3, "00", buy(t3, 3000, "approve", pin=right_pin("approve")))
+    await step("wrong PIN from the DUKPT PIN pad", t3, "55", buy(t3, 3000, "approve2", pin="1111"))
+    await step("wrong PIN", t1, "55", buy(t1, 1000, "insufficient", pin="0000"))
+    await step("wrong PIN again", t1, "55", buy(t1, 1000, "insufficient", pin="0000"))
+    await step("third wrong PIN: tries exceeded", t1, "75", buy(t1, 1000, "insufficient", pin="0000"))
+    await step("right PIN, but no tries left today", t1, "75", buy(t1, 1000, "insufficient", pin=right_pin("insufficient")))
     await step("system malfunction (scenario rule, amount 96.01)", t1, "96", buy(t1, 9601, "approve"))
     await step("keyed entry at a merchant that forbids it", t2, "58", buy(t2, 1000, "approve", manual=True))
     await step("malformed request: a non-digit in the amount", t1, "30", lambda: _malformed(raw, card("approve")))

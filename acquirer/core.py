@@ -31,6 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+from possim.hsm_mock.client import HsmClient, LocalHsm
+from possim.hsm_mock.device import Hsm
 from possim.hsm_mock.key_download import generate_working_keys, pack
 from possim.hsm_mock.lmk import TAK, TPK, VariantLmk
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
@@ -46,6 +48,7 @@ from .journal import (
     APPROVED, DECLINED, ORPHAN_REVERSAL, REVERSED,
     AccountBalance, Journal, JournalError, MessageEntry, Posting, TerminalSession, Transaction, Unit,
 )
+from .pin_check import PinVerifier
 from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, log_fault, read_card, run
 from .registry import Registry
 from .rules import Request, Rule, Rules
@@ -59,7 +62,7 @@ _NETWORK_ECHO = (7, 11, 41, 42)
 _RRN_BLOCK = 1000
 _MACED_KINDS = ("10", "20", "40")
 """Request kinds (MTI digits 2-3) that carry a MAC once the terminal has a MAC key, and whose answers do."""
-_KEY_ROLES = ("working_keys", "mac")
+_KEY_ROLES = ("working_keys", "mac", "ksn")
 """Roles whose fields belong to one message and are never echoed into its answer."""
 
 
@@ -106,7 +109,11 @@ class HostCore:
         clock: Clock = system_clock,
         rng: random.Random | None = None,
         steps: Sequence[Step] = STEPS,
+        hsm: HsmClient | None = None,
+        lmk: VariantLmk | None = None,
     ):
+        """`hsm` is how PINs get checked: an HSM over TCP, or by default one in this process.
+        `lmk` is the HSM's LMK (default: the published test LMK); the host keeps keys under it."""
         self.dialect = dialect
         self.codec = Codec(dialect)
         self.framing = dialect.framing
@@ -117,18 +124,21 @@ class HostCore:
         self.clock = clock
         self._rng = rng or random.Random()
         self._steps = tuple(steps)
-        self._services = Services(dialect, registry, issuer, journal)
+        self._lmk = lmk if lmk is not None else VariantLmk.test()
+        """Working keys are journaled under the HSM's LMK, so the journal never holds one in clear."""
+        self.hsm = hsm if hsm is not None else LocalHsm(Hsm(self._lmk, rng=self._rng))
+        pins = PinVerifier(self.hsm, self._lmk, issuer.issuers(), registry.dukpt_bdks())
+        self._services = Services(dialect, registry, issuer, journal, pins)
         self._role_fields = tuple(sorted(
             {int(where.split(".")[0]) for role, where in dialect.roles.items() if role not in _KEY_ROLES}
         ))
-        self._lmk = VariantLmk.test()
-        """Working keys are journaled under the HSM's LMK, so the journal never holds one in clear."""
         maced = dialect.mac_scheme in MAC_SCHEMES and "mac" in dialect.roles
         self._mac = MessageMac(self.codec) if maced else None
         self._rrn_next = self._rrn_end = 0
 
     def close(self) -> None:
         self.journal.close()
+        self.hsm.close()
 
     def handle_batch(self, arrivals: Sequence[tuple[str, Sequence[bytes]]]) -> list[list[Reply]]:
         """Answer what several connections delivered at once, with one journal commit for all of it.
@@ -332,7 +342,8 @@ class HostCore:
         txn = self._transaction(req, card, pan_hash, fingerprint, outcome, response, ctx, posted, auth_code)
         postings = (Posting(ctx.account.id, -posted),) if posted and ctx.account else ()
         self.journal.record(Unit(
-            (self._entry_in(req, None), self._entry_out(req, response)), insert=txn, postings=postings, at=req.at,
+            (self._entry_in(req, None), self._entry_out(req, response)), insert=txn, postings=postings,
+            pin_tries=ctx.pin_tries, at=req.at,
         ))
         return Reply(data, _delay(rule))
 
@@ -523,7 +534,7 @@ class HostCore:
         """The framed answer; answers to financial requests and reversals carry a MAC once the terminal has a key."""
         key = self._mac_key(response.get(41)) if sign and response.mti[1:3] in ("11", "21", "41") else None
         if key is None or self._mac is None:
-            response.fields.pop(self._mac.field if self._mac else 64, None)
+            response.fields.pop(self._mac.field_for(response) if self._mac else 64, None)
             return frame(self.framing, self.codec.encode(response), envelope.reply())
         return frame(self.framing, self._mac.sign(response, key), envelope.reply())
 
@@ -567,15 +578,20 @@ def build_host(
     fixtures_dir: str | Path | None = None,
     clock: Clock = system_clock,
     rng: random.Random | None = None,
+    hsm: HsmClient | None = None,
+    lmk: VariantLmk | None = None,
 ) -> HostCore:
-    """A host core wired from fixtures, with its journal at `db_path` (accounts seeded on first open)."""
+    """A host core wired from fixtures, with its journal at `db_path` (accounts seeded on first open).
+
+    `hsm` checks PINs; None runs an HSM in this process. `lmk` is that HSM's LMK (default: the test LMK).
+    """
     dialect = dialect if isinstance(dialect, Dialect) else load_dialect(dialect)
     registry = Registry.from_fixtures(fixtures_dir)
     issuer = IssuerStub.from_fixtures(fixtures_dir)
     rules = Rules.from_fixtures(fixtures_dir)
     journal = Journal(db_path, rng=rng, background_checkpoints=True)
     journal.seed_accounts(AccountBalance(a.id, a.currency, a.opening_balance) for a in issuer.accounts())
-    return HostCore(dialect, journal, registry, issuer, rules, clock=clock, rng=rng)
+    return HostCore(dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk)
 
 
 def _mismatch(reversal: Message, original: Transaction) -> str | None:

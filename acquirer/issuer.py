@@ -8,11 +8,13 @@ journal, so they survive restarts; this module only decides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from possim.fixtures import FixtureError, fixture_path, load_fixture
+from possim.hsm_mock.cipher import CryptoKeyError, require_odd_parity
+from possim.hsm_mock.pinverify import DEFAULT_DECIMALIZATION_TABLE
 
 from .pipeline import Decline
 
@@ -25,11 +27,37 @@ _STATUS = {
 }
 
 
+PIN_METHODS = ("visa-pvv", "ibm-3624")
+
+
+@dataclass(frozen=True)
+class PinPolicy:
+    """How an issuer verifies online PINs.
+
+    The keys are the clear test keys of the fixture, as a lab shares them;
+    the host puts them under its LMK at start and from then on hands only
+    those cryptograms to the HSM.
+    """
+
+    method: str
+    """visa-pvv (PVV and PVKI on the card) or ibm-3624 (an offset on the card)."""
+    pvk: bytes = field(repr=False)
+    """PIN verification key: a double-length key (a Visa PVK pair, or an IBM PVK)."""
+    zpk: bytes = field(repr=False)
+    """Zone PIN key between acquirer and issuer: the host translates PIN blocks to it."""
+    tries: int = 3
+    """Wrong PINs allowed per card and business day; the one that reaches the limit gets 75."""
+    decimalisation: str = DEFAULT_DECIMALIZATION_TABLE
+    """IBM 3624 decimalisation table (16 digits)."""
+
+
 @dataclass(frozen=True)
 class Issuer:
     name: str
     bins: tuple[str, ...]
     online: bool = True
+    pin: PinPolicy | None = None
+    """None: this issuer verifies no PINs, and a PIN sent for its cards is declined 55."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +68,11 @@ class Card:
     service_code: str
     account_id: str
     status: str = "active"
+    pvki: str | None = None
+    pvv: str | None = None
+    """Visa PIN verification value (4 digits) with its key index `pvki`."""
+    pin_offset: str | None = None
+    """IBM 3624 PIN offset (4 to 12 digits)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +85,7 @@ class Account:
 
 class IssuerStub:
     def __init__(self, issuers: list[Issuer], accounts: list[Account], cards: list[Card]):
+        self._issuers = tuple(issuers)
         self._prefixes = sorted(((b, i) for i in issuers for b in i.bins), key=lambda p: -len(p[0]))
         self._accounts = {a.id: a for a in accounts}
         self._cards = {c.pan: c for c in cards}
@@ -69,6 +103,9 @@ class IssuerStub:
             if card.account_id not in known:
                 raise FixtureError(f"{cards_source}: card {card.name} names account {card.account_id}, which accounts.yaml does not define")
         return cls(issuers, accounts, cards)
+
+    def issuers(self) -> tuple[Issuer, ...]:
+        return self._issuers
 
     def accounts(self) -> list[Account]:
         return list(self._accounts.values())
@@ -146,7 +183,38 @@ def _issuer(entry: dict[str, Any], source: Path) -> Issuer:
     bins = _need(entry, "bins", source)
     if not isinstance(bins, list) or not bins:
         raise FixtureError(f"{source}: issuer {_describe(entry)}: `bins` must be a non-empty list")
-    return Issuer(str(_need(entry, "name", source)), tuple(str(b) for b in bins), bool(entry.get("online", True)))
+    name = str(_need(entry, "name", source))
+    pin = _pin_policy(entry["pin"], f"{source}: issuer {name}: pin") if entry.get("pin") is not None else None
+    return Issuer(name, tuple(str(b) for b in bins), bool(entry.get("online", True)), pin)
+
+
+def _pin_policy(entry: Any, where: str) -> PinPolicy:
+    if not isinstance(entry, dict):
+        raise FixtureError(f"{where}: must be a mapping (method, pvk, zpk, tries)")
+    method = str(entry.get("method", ""))
+    if method not in PIN_METHODS:
+        raise FixtureError(f"{where}: `method` must be one of {', '.join(PIN_METHODS)}")
+    tries = entry.get("tries", 3)
+    if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
+        raise FixtureError(f"{where}: `tries` must be a whole number of at least 1")
+    table = str(entry.get("decimalisation", DEFAULT_DECIMALIZATION_TABLE))
+    if len(table) != 16 or not table.isdigit():
+        raise FixtureError(f"{where}: `decimalisation` must be 16 decimal digits")
+    return PinPolicy(method, _test_key(entry, "pvk", where), _test_key(entry, "zpk", where), tries, table)
+
+
+def _test_key(entry: dict[str, Any], key: str, where: str) -> bytes:
+    """A clear double-length test key from a fixture; the error names the key, never its value."""
+    try:
+        value = bytes.fromhex(str(entry.get(key, "")))
+    except ValueError:
+        raise FixtureError(f"{where}: `{key}` is not hex") from None
+    if len(value) != 16:
+        raise FixtureError(f"{where}: `{key}` must be a double-length key (32 hex digits)")
+    try:
+        return require_odd_parity(value, key)
+    except CryptoKeyError as exc:
+        raise FixtureError(f"{where}: {exc}") from None
 
 
 def _account(entry: dict[str, Any], source: Path) -> Account:
@@ -169,4 +237,17 @@ def _card(entry: dict[str, Any], source: Path) -> Card:
         service_code=str(entry.get("service_code", "")),
         account_id=str(_need(entry, "account", source)),
         status=status,
+        pvki=_digits(entry, "pvki", 1, 1, source),
+        pvv=_digits(entry, "pvv", 4, 4, source),
+        pin_offset=_digits(entry, "pin_offset", 4, 12, source),
     )
+
+
+def _digits(entry: dict[str, Any], key: str, shortest: int, longest: int, source: Path) -> str | None:
+    if entry.get(key) is None:
+        return None
+    value = str(entry[key])
+    if not (value.isdigit() and shortest <= len(value) <= longest):
+        size = f"{shortest}" if shortest == longest else f"{shortest} to {longest}"
+        raise FixtureError(f"{source}: card {_describe(entry)}: `{key}` must be {size} digits")
+    return value

@@ -115,6 +115,11 @@ CREATE TABLE IF NOT EXISTS terminals (
     pin_key        TEXT,
     mac_key        TEXT
 );
+CREATE TABLE IF NOT EXISTS pin_tries (
+    pan_hash      TEXT PRIMARY KEY,
+    business_date TEXT NOT NULL,
+    failures      INTEGER NOT NULL
+);
 """
 _KEY_COLUMNS = ("pin_key", "mac_key")
 """Working keys of the last sign-on, hex under the HSM's LMK (TPK and TAK): never in clear."""
@@ -230,6 +235,15 @@ class Posting:
 
 
 @dataclass(frozen=True)
+class PinTries:
+    """Wrong PINs entered for one card (by PAN hash) on one business day."""
+
+    pan_hash: str
+    business_date: str
+    failures: int
+
+
+@dataclass(frozen=True)
 class Unit:
     """Everything one request changes, committed together or not at all."""
 
@@ -238,6 +252,7 @@ class Unit:
     update: Transaction | None = None
     postings: tuple[Posting, ...] = ()
     terminal: TerminalSession | None = None
+    pin_tries: PinTries | None = None
     at: str = ""
 
 
@@ -375,6 +390,9 @@ class Journal:
                 db.execute(_UPSERT_TERMINAL, (
                     t.terminal_id, t.signed_on_date, t.batch_number, t.updated_at, t.pin_key, t.mac_key,
                 ))
+            if unit.pin_tries is not None:
+                p = unit.pin_tries
+                db.execute("INSERT OR REPLACE INTO pin_tries VALUES (?, ?, ?)", (p.pan_hash, p.business_date, p.failures))
             if self._batch is None:
                 db.executemany(_INSERT_MESSAGE, messages)
             else:
@@ -403,6 +421,13 @@ class Journal:
     def terminal(self, terminal_id: str) -> TerminalSession | None:
         row = self._db.execute(_SELECT_TERMINAL, (terminal_id,)).fetchone()
         return TerminalSession(*row) if row is not None else None
+
+    def pin_failures(self, pan_hash: str, business_date: str) -> int:
+        """Wrong PINs entered for the card today; a new business day starts again from 0."""
+        row = self._db.execute(
+            "SELECT failures FROM pin_tries WHERE pan_hash = ? AND business_date = ?", (pan_hash, business_date)
+        ).fetchone()
+        return row[0] if row is not None else 0
 
     def balance(self, account_id: str) -> int | None:
         row = self._db.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)).fetchone()

@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from possim.wire.message import Message
 from possim.wire.money import currency as find_currency
 
+from .journal import PinTries
+
 if TYPE_CHECKING:
     from possim.wire.dialect import Dialect
 
     from .issuer import Account, IssuerStub
     from .journal import Journal
+    from .pin_check import PinVerifier
     from .registry import Merchant, Registry, TerminalProfile
     from .rules import Rule
 
@@ -81,12 +84,13 @@ def luhn_ok(pan: str) -> bool:
 
 @dataclass(frozen=True)
 class Services:
-    """What steps consult: configuration, the issuer stub and the journal (read only)."""
+    """What steps consult: configuration, the issuer stub, the journal (read only) and the HSM."""
 
     dialect: Dialect
     registry: Registry
     issuer: IssuerStub
     journal: Journal
+    pins: PinVerifier
 
 
 @dataclass
@@ -104,6 +108,8 @@ class Context:
     amount: int | None = None
     currency: str | None = None
     account: Account | None = None
+    pin_tries: PinTries | None = None
+    """The card's wrong-PIN count after this request, when the PIN step changed it."""
 
 
 Step = Callable[[Context], "Decline | None"]
@@ -198,6 +204,42 @@ def card_status(ctx: Context) -> Decline | None:
     return ctx.services.issuer.card_refusal(ctx.card.pan or "")
 
 
+def pin_verified(ctx: Context) -> Decline | None:
+    """Field 52, when present, must hold the card's PIN; the issuer allows a few wrong ones a day.
+
+    The wrong PIN that uses up the last try is answered 75, and so is every
+    PIN for that card until the business day ends.
+    """
+    block = ctx.message.get(52)
+    if block is None:
+        return None
+    services, tid, pan = ctx.services, ctx.message[41], ctx.card.pan or ""
+    issuer, card = services.issuer.issuer_for(pan), services.issuer.card(pan)
+    if issuer is None or card is None:
+        raise LookupError("card passed the issuer checks but is not on file")
+    tries = issuer.pin.tries if issuer.pin is not None else 0
+    pan_hash = services.journal.pan_hash(pan)
+    failures = services.journal.pin_failures(pan_hash, ctx.business_date)
+    if issuer.pin is not None and failures >= tries:
+        return Decline("75", f"PIN tries exceeded: {failures} wrong PINs today, {tries} allowed")
+    session = services.journal.terminal(tid)
+    check = services.pins.check(
+        tid=tid, tpk=session.pin_key if session else None, ksn=services.dialect.get_role(ctx.message, "ksn"),
+        pin_block=block, pan=pan, issuer=issuer, card=card,
+    )
+    if check.outcome == "verified":
+        if failures:
+            ctx.pin_tries = PinTries(pan_hash, ctx.business_date, 0)
+        return None
+    if check.outcome != "wrong":
+        return Decline(check.code or "96", check.reason)
+    failures += 1
+    ctx.pin_tries = PinTries(pan_hash, ctx.business_date, failures)
+    if failures >= tries:
+        return Decline("75", f"{check.reason}: wrong PIN {failures} of {tries}, no tries left today")
+    return Decline("55", f"{check.reason}: wrong PIN {failures} of {tries}")
+
+
 def account_rules(ctx: Context) -> Decline | None:
     issuer = ctx.services.issuer
     card = issuer.card(ctx.card.pan or "")
@@ -225,6 +267,7 @@ STEPS: tuple[Step, ...] = (
     keyed_entry,
     issuer_available,
     card_status,
+    pin_verified,
     account_rules,
     funds,
 )

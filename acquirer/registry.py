@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from possim.fixtures import FixtureError, fixture_path, load_fixture
+from possim.hsm_mock.dukpt_setup import DukptSetupError, parse_dukpt
 from possim.hsm_mock.key_download import KeyDownloadError, parse_tmk
 
 
@@ -32,6 +33,8 @@ class TerminalProfile:
     mid: str
     tmk: bytes | None = field(default=None, repr=False)
     """The terminal master key working keys are sent under; None: no key download for this terminal."""
+    bdk: bytes | None = field(default=None, repr=False)
+    """The base derivation key of a DUKPT terminal's PIN pad; None: PINs come under the sign-on PIN key."""
 
 
 class Registry:
@@ -55,8 +58,12 @@ class Registry:
                     tmk = parse_tmk(entry["tmk"], f"{source}: terminal {tid}")
                 except KeyDownloadError as exc:
                     raise FixtureError(str(exc)) from None
-            terminals.append(TerminalProfile(tid, mid, tmk))
+            terminals.append(TerminalProfile(tid, mid, tmk, _dukpt_bdk(entry, f"{source}: terminal {tid}")))
         return cls(merchants, terminals)
+
+    def dukpt_bdks(self) -> dict[str, bytes]:
+        """The BDK of every DUKPT terminal, by terminal ID."""
+        return {t.tid: t.bdk for t in self._terminals.values() if t.bdk is not None}
 
     def terminal(self, tid: str) -> TerminalProfile | None:
         return self._terminals.get(tid)
@@ -87,6 +94,17 @@ def _text(entry: dict[str, Any], key: str, source: Path) -> str:
     if value is None or isinstance(value, (dict, list)):
         raise FixtureError(f"{source}: an entry lacks `{key}`: {entry!r}")
     return str(value)
+
+
+def _dukpt_bdk(entry: dict[str, Any], who: str) -> bytes | None:
+    """The BDK of a terminal's `dukpt:` setting (the terminal side reads the KSN from it too)."""
+    dukpt = entry.get("dukpt")
+    if dukpt is None:
+        return None
+    try:
+        return parse_dukpt(dukpt, who).bdk
+    except DukptSetupError as exc:
+        raise FixtureError(str(exc)) from None
 
 
 def _merchant(entry: dict[str, Any], source: Path) -> Merchant:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import threading
 from pathlib import Path
 from typing import TextIO, cast
 
 from possim.wire.framing import FrameReader, FramingError, encode_length
+from possim.wire.server_thread import ServerThread
 from possim.wire.trace import trace_record
 
 from .core import HostCore, Reply
@@ -295,7 +295,7 @@ class _Connection(asyncio.Protocol):
             self._partial_timer = None
 
 
-class HostThread:
+class HostThread(ServerThread):
     """A HostServer on its own event loop in a background thread.
 
     For callers that drive the host from synchronous code — the demo, and
@@ -304,52 +304,5 @@ class HostThread:
     """
 
     def __init__(self, core: HostCore, trace: str | Path | None = None, partial_frame_timeout: float = PARTIAL_FRAME_TIMEOUT):
+        super().__init__(lambda: HostServer(core, trace, partial_frame_timeout), "possim-host")
         self.core = core
-        self._trace = trace
-        self._partial_frame_timeout = partial_frame_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: HostServer | None = None
-        self._thread: threading.Thread | None = None
-        self.address: tuple[str, int] | None = None
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        loop = self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def main() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                self._server = HostServer(self.core, self._trace, self._partial_frame_timeout)
-                self.address = loop.run_until_complete(self._server.start(host, port))
-            except BaseException as exc:  # handed to the starting thread
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_until_complete(self._server.serve_forever())
-            loop.close()
-
-        self._thread = threading.Thread(target=main, name="possim-host", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        assert self.address is not None
-        return self.address
-
-    def stop(self) -> None:
-        if self._thread is None or self._loop is None or self._server is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=30)
-        self._thread.join(timeout=30)
-        self._thread = None
-
-    def __enter__(self) -> HostThread:
-        if self._thread is None:
-            self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()

@@ -19,13 +19,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import dukpt_tdes, pinblock
+from . import dukpt_tdes, pinblock, pinverify
 from .cipher import CryptoKeyError, require_odd_parity, tdes_ecb_encrypt
 from .cvv import card_verification_value
 from .lmk import (
     BDK,
     CVK,
     PAIR_CODES,
+    PVK,
     SCHEME_LENGTHS,
     TMK,
     TPK,
@@ -36,6 +37,7 @@ from .lmk import (
     VariantLmk,
     key_text,
     key_type,
+    unwrap,
     wrap,
 )
 from .mac import MacError, cbc_mac, retail_mac
@@ -47,12 +49,15 @@ FIRMWARE = "0007-E000"
 
 OK = "00"
 VERIFICATION_FAILED = "01"
+KEY_PARITY_ADVICE = "01"
+"""A6 only: the imported key had even-parity bytes; odd parity was forced and the reply still carries the key."""
 SOURCE_KEY_PARITY = "10"
 DESTINATION_KEY_PARITY = "11"
 INVALID_INPUT = "15"
 INVALID_PIN_BLOCK = "20"
 INVALID_PIN_BLOCK_FORMAT = "23"
 INVALID_PIN_LENGTH = "24"
+PVK_NOT_DOUBLE_LENGTH = "27"
 INTERNAL_ERROR = "41"
 NOT_SUPPORTED = "68"
 
@@ -67,12 +72,16 @@ _DIGITS = frozenset("0123456789")
 
 
 class CommandError(Exception):
-    """A command that ends with a non-zero error code; `reason` names the field, never its value."""
+    """A command that ends with a non-zero error code; `reason` names the field, never its value.
 
-    def __init__(self, code: str, reason: str):
+    `fields` is for the rare advice-only code whose reply still carries data (A6's 01).
+    """
+
+    def __init__(self, code: str, reason: str, fields: str = ""):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.fields = fields
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,12 @@ class Hsm:
             "M8": self._verify_mac,
             "CA": self._translate_pin_tpk_to_zpk,
             "G0": self._translate_pin_dukpt_to_zpk,
+            "DA": self._verify_terminal_pin_ibm,
+            "EA": self._verify_interchange_pin_ibm,
+            "DC": self._verify_terminal_pin_visa,
+            "EC": self._verify_interchange_pin_visa,
+            "A6": self._import_key,
+            "A8": self._export_key,
         }
 
     @property
@@ -210,7 +225,7 @@ class Hsm:
             try:
                 fields = handler(_Fields(text[self.header_length + 2 :]))
             except CommandError as exc:
-                code, reason = exc.code, exc.reason
+                code, reason, fields = exc.code, exc.reason, exc.fields
             except (ValueError, LmkError) as exc:
                 # Our primitives name the parameter, never its value.
                 code, reason = INVALID_INPUT, str(exc)
@@ -383,17 +398,157 @@ class Hsm:
         self, source_key: bytes, zpk: bytes, block: bytes, source: str, destination: str, account: str, maximum: int
     ) -> str:
         """Decipher a PIN block, check it, re-encipher it under the ZPK: PIN length, block, format."""
-        for what, code in (("source", source), ("destination", destination)):
-            if code not in PIN_BLOCK_FORMATS:
-                raise CommandError(INVALID_PIN_BLOCK_FORMAT, f"{what} PIN block format {code} is not one of 01, 05, 47")
-        # The account number field is the 12 PAN digits left of the check digit; a
-        # placeholder check digit lets pinblock take it as a PAN.
-        pan = account + "0"
-        try:
-            pin = pinblock.decipher(source_key, block, pan, PIN_BLOCK_FORMATS[source])
-        except PinBlockError:
-            raise CommandError(INVALID_PIN_BLOCK, "source PIN block does not decode in its format") from None
+        if destination not in PIN_BLOCK_FORMATS:
+            raise CommandError(INVALID_PIN_BLOCK_FORMAT, f"destination PIN block format {destination} is not one of 01, 05, 47")
+        pin = _decipher_pin(source_key, block, source, account, "source")
         if len(pin) > maximum:
             raise CommandError(INVALID_PIN_LENGTH, "PIN is longer than the maximum PIN length")
-        translated = pinblock.encipher(zpk, PIN_BLOCK_FORMATS[destination], pin, pan, self.rng)
+        translated = pinblock.encipher(zpk, PIN_BLOCK_FORMATS[destination], pin, _pan(account), self.rng)
         return f"{len(pin):02d}" + translated.hex().upper() + destination
+
+    def _verify_terminal_pin_ibm(self, fields: _Fields) -> str:
+        """DA: a PIN block under a TPK against an IBM 3624 offset."""
+        return self._verify_pin_ibm(fields, TPK, "TPK")
+
+    def _verify_interchange_pin_ibm(self, fields: _Fields) -> str:
+        """EA: a PIN block under a ZPK against an IBM 3624 offset."""
+        return self._verify_pin_ibm(fields, ZPK, "ZPK")
+
+    def _verify_pin_ibm(self, fields: _Fields, kind: KeyType, what: str) -> str:
+        """00 when the PIN in the block has the given offset, 01 when it does not.
+
+        The first `check length` digits of the customer PIN are checked (IBM 3624
+        offset method); a PIN whose length differs from the offset's never verifies.
+        """
+        pin_key = self._lmk_key(fields, kind, what, SOURCE_KEY_PARITY)
+        pvk = self._lmk_key(fields, PVK, "PVK", DESTINATION_KEY_PARITY)
+        if len(pvk) not in (8, 16):
+            raise CommandError(INVALID_INPUT, "PVK: the IBM method takes a single- or double-length PVK")
+        maximum = _pin_length(fields, "maximum PIN length")
+        block = bytes.fromhex(fields.hex(16, "PIN block"))
+        block_format = fields.digits(2, "PIN block format code")
+        check = _pin_length(fields, "check length")
+        account = fields.digits(12, "account number")
+        table = fields.digits(16, "decimalisation table")
+        validation = _validation_data(fields, account)
+        offset = _offset(fields)
+        fields.end()
+        pin = _decipher_pin(pin_key, block, block_format, account, "")
+        if len(pin) > maximum:
+            raise CommandError(INVALID_PIN_LENGTH, "PIN is longer than the maximum PIN length")
+        if len(pin) != len(offset) or len(pin) < check:
+            raise CommandError(VERIFICATION_FAILED, "PIN verification failed")
+        expected = pinverify.ibm3624_offset(pvk, validation, pin, decimalization_table=table)
+        if not hmac.compare_digest(expected[:check], offset[:check]):
+            raise CommandError(VERIFICATION_FAILED, "PIN verification failed")
+        return ""
+
+    def _verify_terminal_pin_visa(self, fields: _Fields) -> str:
+        """DC: a PIN block under a TPK against a Visa PVV."""
+        return self._verify_pin_visa(fields, TPK, "TPK")
+
+    def _verify_interchange_pin_visa(self, fields: _Fields) -> str:
+        """EC: a PIN block under a ZPK against a Visa PVV."""
+        return self._verify_pin_visa(fields, ZPK, "ZPK")
+
+    def _verify_pin_visa(self, fields: _Fields, kind: KeyType, what: str) -> str:
+        """00 when the PIN in the block reproduces the PVV, 01 when it does not."""
+        pin_key = self._lmk_key(fields, kind, what, SOURCE_KEY_PARITY)
+        pvk = self._lmk_key(fields, PVK, "PVK pair", DESTINATION_KEY_PARITY, untagged=16)
+        if len(pvk) != 16:
+            raise CommandError(PVK_NOT_DOUBLE_LENGTH, "PVK pair: the Visa method takes a double-length PVK pair")
+        block = bytes.fromhex(fields.hex(16, "PIN block"))
+        block_format = fields.digits(2, "PIN block format code")
+        account = fields.digits(12, "account number")
+        pvki = fields.digits(1, "PVKI")
+        pvv = fields.digits(4, "PVV")
+        fields.end()
+        pin = _decipher_pin(pin_key, block, block_format, account, "")
+        if not pinverify.visa_pvv_verify(pvk, _pan(account), pvki, pin, pvv):
+            raise CommandError(VERIFICATION_FAILED, "PIN verification failed")
+        return ""
+
+    def _import_key(self, fields: _Fields) -> str:
+        """A6: a key from under a ZMK to under the LMK, with its KCV.
+
+        As payShield does, a key with even-parity bytes is still imported with
+        odd parity forced, and the reply says so with the advice-only code 01.
+        """
+        kind = key_type(fields.hex(3, "key type"))
+        zmk = self._kek(fields, ZMK, "ZMK", SOURCE_KEY_PARITY)
+        scheme, cryptogram = fields.key("key under ZMK")
+        lmk_scheme = fields.one_of("key scheme (LMK)", "ZUTXY")
+        fields.end()
+        if SCHEME_LENGTHS[lmk_scheme] != len(cryptogram):
+            raise CommandError(INVALID_INPUT, "key scheme (LMK): does not match the length of the key under ZMK")
+        received = unwrap(zmk, cryptogram, scheme)
+        clear = _odd_parity(received)
+        reply = key_text(lmk_scheme, self.lmk.encrypt(clear, kind, lmk_scheme)) + _kcv(clear, 6)
+        if clear != received:
+            raise CommandError(KEY_PARITY_ADVICE, "key under ZMK: parity error after decryption; odd parity forced", reply)
+        return reply
+
+    def _export_key(self, fields: _Fields) -> str:
+        """A8: a key from under the LMK to under a ZMK (or, with `;1`, a TMK), with its KCV."""
+        kind = key_type(fields.hex(3, "key type"))
+        kek_kind = ZMK
+        if fields.peek() == ";":
+            fields.at += 1
+            kek_kind = TMK if fields.one_of("ZMK/TMK flag", "01") == "1" else ZMK
+        kek = self._kek(fields, kek_kind, "ZMK/TMK", SOURCE_KEY_PARITY)
+        clear = self._lmk_key(fields, kind, "key", DESTINATION_KEY_PARITY)
+        kek_scheme = fields.one_of("key scheme (ZMK)", "ZUTXY")
+        fields.end()
+        if SCHEME_LENGTHS[kek_scheme] != len(clear):
+            raise CommandError(INVALID_INPUT, "key scheme (ZMK): does not match the length of the key")
+        return key_text(kek_scheme, wrap(kek, clear, kek_scheme)) + _kcv(clear, 6)
+
+    def _kek(self, fields: _Fields, kind: KeyType, what: str, parity_error: str) -> bytes:
+        """A double-length ZMK or TMK under the LMK: the only KEK length `wrap` takes."""
+        kek = self._lmk_key(fields, kind, what, parity_error, untagged=16)
+        if len(kek) != 16:
+            raise CommandError(INVALID_INPUT, f"{what}: this HSM wraps under double-length ZMKs/TMKs only")
+        return kek
+
+
+def _pan(account: str) -> str:
+    """The account number field is the 12 PAN digits left of the check digit; a
+    placeholder check digit lets pinblock and pinverify take it as a PAN."""
+    return account + "0"
+
+
+def _decipher_pin(key: bytes, block: bytes, block_format: str, account: str, which: str) -> str:
+    """The PIN in an enciphered PIN block, or 23/20 naming the format or block (never the PIN)."""
+    name = f"{which} PIN block".strip()
+    if block_format not in PIN_BLOCK_FORMATS:
+        raise CommandError(INVALID_PIN_BLOCK_FORMAT, f"{name} format {block_format} is not one of 01, 05, 47")
+    try:
+        return pinblock.decipher(key, block, _pan(account), PIN_BLOCK_FORMATS[block_format])
+    except PinBlockError:
+        raise CommandError(INVALID_PIN_BLOCK, f"{name} does not decode in its format") from None
+
+
+def _pin_length(fields: _Fields, what: str) -> int:
+    value = fields.digits(2, what)
+    if not 4 <= int(value) <= 12:
+        raise CommandError(INVALID_INPUT, f"{what} at field offset {fields.at - 2}: expected 04 to 12")
+    return int(value)
+
+
+def _validation_data(fields: _Fields, account: str) -> str:
+    """PIN validation data, 12 characters: hex digits and one N, which stands for the
+    last 5 digits of the account number, giving the 16 hex digits the PVK encrypts."""
+    at = fields.at
+    data = fields.take(12, "PIN validation data").upper()
+    if data.count("N") != 1 or not set(data.replace("N", "")) <= _HEX:
+        raise CommandError(INVALID_INPUT, f"PIN validation data at field offset {at}: expected hex digits and one N")
+    return data.replace("N", account[-5:])
+
+
+def _offset(fields: _Fields) -> str:
+    """The IBM offset: 12 characters, 4 to 12 decimal digits left-justified and padded with F."""
+    at = fields.at
+    offset = fields.take(12, "offset").upper().rstrip("F")
+    if not 4 <= len(offset) <= 12 or not set(offset) <= _DIGITS:
+        raise CommandError(INVALID_INPUT, f"offset at field offset {at}: expected 4 to 12 decimal digits padded with F")
+    return offset

@@ -15,6 +15,7 @@ import logging
 from typing import cast
 
 from possim.wire.framing import FrameReader, Framing, FramingError, frame
+from possim.wire.server_thread import ServerThread
 
 from .device import Hsm
 
@@ -106,3 +107,11 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+class HsmThread(ServerThread):
+    """An HsmServer in a background thread: a host on another loop (or synchronous code) calls it over TCP."""
+
+    def __init__(self, hsm: Hsm, framing: Framing = HSM_FRAMING):
+        super().__init__(lambda: HsmServer(hsm, framing), "possim-hsm")
+        self.hsm = hsm

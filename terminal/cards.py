@@ -37,6 +37,8 @@ class Card:
     expiry: str
     """YYMM."""
     service_code: str = DEFAULT_SERVICE_CODE
+    pin: str | None = field(default=None, repr=False)
+    """The PIN its cardholder knows (test cards only), for scripts that type the right one."""
 
     def __post_init__(self) -> None:
         if not _PAN.match(self.pan):
@@ -69,6 +71,7 @@ def fixture_cards(fixtures_dir: str | Path | None = None) -> dict[str, Card]:
             pan=str(entry["pan"]),
             expiry=str(entry["expiry"]),
             service_code=str(entry.get("service_code", DEFAULT_SERVICE_CODE)),
+            pin=str(entry["pin"]) if entry.get("pin") is not None else None,
         )
     return cards
 
@@ -94,5 +97,5 @@ def resolve_card(name_or_pan: str, fixtures_dir: str | Path | None = None, expir
             f"no card {text!r}: not a card in cards.yaml ({', '.join(cards)}) and not a PAN of 12 to 19 digits"
         )
     if expiry is not None and expiry != card.expiry:
-        card = Card(card.name, card.pan, expiry, card.service_code)
+        card = Card(card.name, card.pan, expiry, card.service_code, card.pin)
     return card

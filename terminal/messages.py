@@ -14,6 +14,7 @@ from possim.wire.framing import Framing, split_envelope
 from possim.wire.message import Message, response_mti
 
 from .cards import Card
+from .pin_pad import SECURITY_CONTROL, EncryptedPin
 
 NETWORK_SIGN_ON = "001"
 NETWORK_NONE = "000"
@@ -77,9 +78,15 @@ def build_sign_on(dialect: Dialect, *, tid: str, mid: str, stan: str, now: datet
     return message
 
 
-def entry_mode(manual: bool, pin_pad: bool) -> str:
-    """Field 22: 01 keyed or 02 magstripe, then 1 when a PIN can be taken, 2 when not."""
-    return ("01" if manual else "02") + ("1" if pin_pad else "2")
+def entry_mode(dialect: Dialect, manual: bool, pin_pad: bool, pin_sent: bool) -> str:
+    """Field 22: 01 keyed or 02 magstripe, then 1 or 2 for the PIN.
+
+    ISO 8583:1987 makes the third digit the terminal's PIN entry capability;
+    UnionPay POS (`conventions.entry_mode_pin: included`) makes it whether
+    this message carries a PIN.
+    """
+    pin = pin_sent if dialect.convention("entry_mode_pin") == "included" else pin_pad
+    return ("01" if manual else "02") + ("1" if pin else "2")
 
 
 def check_purchase(amount: int, processing_code: str) -> None:
@@ -104,8 +111,9 @@ def build_purchase(
     pin_pad: bool,
     batch_number: int,
     processing_code: str = "000000",
+    pin: EncryptedPin | None = None,
 ) -> Message:
-    """A 0200: track 2 for a swiped card, PAN and expiry for a keyed one, never both."""
+    """A 0200: track 2 for a swiped card, PAN and expiry for a keyed one, never both; a PIN block when given."""
     check_purchase(amount, processing_code)
     message = Message("0200")
     if manual:
@@ -117,16 +125,24 @@ def build_purchase(
     message[11] = stan
     message[12] = now.strftime("%H%M%S")
     message[13] = now.strftime("%m%d")
-    message[22] = entry_mode(manual, pin_pad)
+    message[22] = entry_mode(dialect, manual, pin_pad, pin is not None)
     message[25] = CONDITION_NORMAL
     if not manual:
         message[35] = card.track2
+    if pin is not None:
+        message[52] = pin.block
+        message[53] = SECURITY_CONTROL
+        if pin.ksn is not None:
+            dialect.set_role(message, "ksn", pin.ksn)
     message[41] = tid
     message[42] = mid
     message[49] = currency
     dialect.set_role(message, "transaction_type", TYPE_SALE)
     dialect.set_role(message, "batch_number", f"{batch_number:06d}")
-    dialect.set_role(message, "network_code", NETWORK_NONE)
+    if "." in dialect.roles.get("network_code", ""):
+        # A positional subfield (cup 60.3) is filled with "000" so the ones before it read right;
+        # a network code with a field of its own (iso87's 70) has no place in a financial message.
+        dialect.set_role(message, "network_code", NETWORK_NONE)
     return message
 
 
@@ -198,6 +214,7 @@ RESPONSE_TEXT = {
     "61": "exceeds amount limit",
     "63": "security violation (MAC)",
     "68": "response received too late",
+    "75": "PIN tries exceeded",
     "77": "sign on again",
     "91": "issuer inoperative",
     "94": "duplicate transmission",

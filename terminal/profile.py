@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from possim.fixtures import load_fixture
+from possim.hsm_mock.dukpt_setup import DukptSetup, DukptSetupError, parse_dukpt
 from possim.hsm_mock.key_download import KeyDownloadError, parse_tmk
 from possim.wire.dialect import Dialect, load_dialect
 from possim.wire.framing import Framing
@@ -42,6 +43,9 @@ class TerminalProfile:
     tmk: str | None = field(default=None, repr=False)
     """Terminal master key, 32 hex digits, as a lab injects it: sign-on working keys arrive under it.
     None: the terminal takes no working keys and sends no MAC."""
+    dukpt: dict[str, str] | None = field(default=None, repr=False)
+    """`{bdk, ksn}`: the PIN pad encrypts PINs under DUKPT keys (ANSI X9.24-1, TDES) instead of
+    the working PIN key, and sends the KSN where the dialect's `ksn` role says."""
 
     def __post_init__(self) -> None:
         who = f"terminal {self.tid!r}"
@@ -68,6 +72,17 @@ class TerminalProfile:
                 parse_tmk(self.tmk, who)
             except KeyDownloadError as exc:
                 raise ProfileError(str(exc)) from None
+        if self.dukpt is not None:
+            try:
+                parse_dukpt(self.dukpt, who)
+            except DukptSetupError as exc:
+                raise ProfileError(str(exc)) from None
+            if "ksn" not in load_dialect(self.dialect).roles:
+                raise ProfileError(f"{who}: dukpt needs a dialect with a `ksn` role; {self.dialect} has none")
+
+    @property
+    def dukpt_setup(self) -> DukptSetup | None:
+        return parse_dukpt(self.dukpt, f"terminal {self.tid!r}") if self.dukpt is not None else None
 
     @property
     def master_key(self) -> bytes | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
+from possim.hsm_mock import dukpt_tdes
 from possim.wire.message import Message
 
 STAN_LIMIT = 999999
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS terminal (
     batch_number INTEGER NOT NULL,
     signed_on_date TEXT,
     pin_key TEXT,
-    mac_key TEXT
+    mac_key TEXT,
+    ksn TEXT
 );
 CREATE TABLE IF NOT EXISTS batch (
     batch_number INTEGER NOT NULL,
@@ -122,8 +124,8 @@ class TerminalState:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             present = {row[1] for row in self._db.execute("PRAGMA table_info(terminal)")}
-            for column in ("pin_key", "mac_key"):
-                if column not in present:  # a state file from before key download
+            for column in ("pin_key", "mac_key", "ksn"):
+                if column not in present:  # a state file from before key download or DUKPT
                     self._db.execute(f"ALTER TABLE terminal ADD COLUMN {column} TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"terminal state {self.path}: {exc}") from None
@@ -180,6 +182,20 @@ class TerminalState:
         if pin_key is None or mac_key is None:
             return None
         return bytes.fromhex(pin_key), bytes.fromhex(mac_key)
+
+    def next_ksn(self, initial_ksn: bytes) -> bytes:
+        """The KSN of the next DUKPT transaction, committed before the PIN block using it leaves.
+
+        A PIN pad loaded with another initial KSN starts counting afresh.
+        """
+        (stored,) = self._db.execute("SELECT ksn FROM terminal").fetchone()
+        current = bytes.fromhex(stored) if stored else initial_ksn
+        if dukpt_tdes.ksn_counter(current) != int.from_bytes(current, "big") - int.from_bytes(initial_ksn, "big"):
+            current = initial_ksn
+        ksn = dukpt_tdes.next_ksn(current)
+        with self._db:
+            self._db.execute("UPDATE terminal SET ksn = ?", (ksn.hex().upper(),))
+        return ksn
 
     # open batch
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 from possim.hsm_mock.key_download import KeyDownloadError, clear_key, unpack
+from possim.hsm_mock.pinblock import PinBlockError
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
@@ -38,6 +39,7 @@ from .messages import (
     reversal_original,
     reversal_reuses_stan,
 )
+from .pin_pad import EncryptedPin, under_dukpt, under_working_key
 from .profile import TerminalProfile
 from .state import BatchEntry, PendingReversal, TerminalState
 
@@ -134,6 +136,8 @@ class Terminal:
         self.codec = Codec(self.dialect)
         self.framing = self.dialect.framing
         self._tmk = profile.master_key
+        self._dukpt = profile.dukpt_setup
+        self._initial_key = self._dukpt.initial_key if self._dukpt is not None else None
         maced = self.dialect.mac_scheme in MAC_SCHEMES and "mac" in self.dialect.roles
         self._mac = MessageMac(self.codec) if maced and self._tmk is not None else None
         self._busy = asyncio.Lock()
@@ -166,13 +170,17 @@ class Terminal:
             return self._answered("signon", request, answer)
 
     async def purchase(
-        self, amount: int, card: Card, manual: bool = False, processing_code: str = "000000"
+        self, amount: int, card: Card, manual: bool = False, processing_code: str = "000000", pin: str | None = None
     ) -> TransactionResult:
         """0200 purchase of `amount` minor units in the profile's currency; approved ones join the open batch.
 
-        Raises LinkError when the host cannot be reached and nothing was sent.
+        `pin` is what the cardholder types on the PIN pad; it leaves only as
+        an encrypted PIN block. Raises LinkError when the host cannot be
+        reached and nothing was sent.
         """
         check_purchase(amount, processing_code)
+        if pin is not None and not self.profile.pin_pad:
+            raise TerminalError(f"terminal {self.profile.tid} has no PIN pad (pin_pad: false)")
         async with self._busy:
             prior = None
             owed = self.state.pending_reversal()
@@ -181,10 +189,12 @@ class Terminal:
                 if not prior.acknowledged:
                     return self._blocked(amount, card, prior)
             now = self.clock()
+            encrypted = self._encrypt_pin(pin, card) if pin is not None else None
             request = build_purchase(
                 self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=now,
                 amount=amount, currency=self.profile.currency, card=card, manual=manual,
                 pin_pad=self.profile.pin_pad, batch_number=self.state.batch_number, processing_code=processing_code,
+                pin=encrypted,
             )
             data = self._frame(request)
             reversal = PendingReversal(
@@ -265,6 +275,18 @@ class Terminal:
             return f"sign-on failed: {exc}; keys not stored"
         self.state.save_working_keys(cryptograms.pin_key, cryptograms.mac_key)
         return None
+
+    def _encrypt_pin(self, pin: str, card: Card) -> EncryptedPin:
+        """The PIN block for field 52: under the next DUKPT key, or under the sign-on's working PIN key."""
+        try:
+            if self._dukpt is not None and self._initial_key is not None:
+                return under_dukpt(self._initial_key, self.state.next_ksn(self._dukpt.initial_ksn), pin, card.pan)
+            keys = self.state.working_keys()
+            if keys is None or self._tmk is None:
+                raise TerminalError(f"terminal {self.profile.tid} has no working PIN key: sign on first")
+            return under_working_key(clear_key(self._tmk, keys[0]), pin, card.pan)
+        except PinBlockError as exc:
+            raise TerminalError(f"PIN not accepted: {exc}") from None
 
     def _mac_key(self) -> bytes | None:
         """The working MAC key in clear, for one message; None before a sign-on delivered keys."""
@@ -353,7 +375,7 @@ class Terminal:
         except CodecError as exc:
             raise _Unreadable(str(exc)) from None
         problem = answer_problem(request, answer)
-        if problem is None and self._mac is not None and self._mac.field in request:
+        if problem is None and self._mac is not None and self._mac.field_for(request) in request:
             key = self._mac_key()
             problem = self._mac.verify(body, key) if key is not None else "no MAC key to check the answer"
             problem = f"answer {problem}" if problem else None

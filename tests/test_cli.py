@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,63 @@ def test_demo_with_a_bad_dialect_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "day"
     assert "no dialect 'nosuch'" in one_line_error(possim("demo", "--dialect", "nosuch", "--out", str(out)))
     assert not out.exists()
+
+
+def _serve(*args: str) -> tuple[subprocess.Popen[str], dict]:
+    process = subprocess.Popen([*POSSIM, *args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line, process.stderr.read() if process.stderr else ""
+    return process, json.loads(line)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_a_pin_purchase_flows_terminal_host_hsm_in_three_processes(tmp_path: Path) -> None:
+    """`possim hsm serve`, `possim host run --hsm` and `possim pos`: PIN and MAC checked across real TCP."""
+    hsm, hsm_ready = _serve("hsm", "serve", "--listen", "127.0.0.1:0")
+    try:
+        db = tmp_path / "journal.sqlite"
+        host, ready = _serve("host", "run", "--listen", "127.0.0.1:0", "--db", str(db), "--hsm", hsm_ready["listening"])
+        try:
+            assert ready["hsm"] == hsm_ready["listening"]
+            common = ["--host", ready["listening"], "--tid", "10000001", "--state", str(tmp_path / "t.sqlite"), "--json"]
+            assert json.loads(possim("pos", "signon", *common).stdout)["response_code"] == "00"
+            right = possim("pos", "purchase", "--amount", "12.50", "--card", "approve", "--pin", "1234", *common)
+            wrong = possim("pos", "purchase", "--amount", "12.50", "--card", "approve", "--pin", "9999", *common)
+            assert json.loads(right.stdout)["response_code"] == "00", right.stderr
+            assert json.loads(wrong.stdout)["response_code"] == "55", wrong.stderr
+        finally:
+            _stop(host)
+    finally:
+        _stop(hsm)
+    journal = Journal(db)
+    try:
+        assert journal.balance("A-1001") == 5000000 - 1250
+    finally:
+        journal.close()
+    hsm_log = hsm.stderr.read() if hsm.stderr else ""
+    assert "EC" in hsm_log or "'EC'" in hsm_log  # the wrong PIN's failed verification is logged by command, not content
+    assert "9999" not in hsm_log and "1234" not in hsm_log
+
+
+def test_host_refuses_an_hsm_it_cannot_use_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    error = one_line_error(possim("host", "run", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "j.sqlite"), "--hsm", closed))
+    assert f"--hsm {closed}" in error
+    lmk = tmp_path / "other.lmk"
+    from possim.hsm_mock.key_download import odd_parity
+
+    lmk.write_text("\n".join(odd_parity(bytes([n]) * 16).hex() for n in range(20)))  # a valid LMK, not the test one
+    hsm, hsm_ready = _serve("hsm", "serve", "--listen", "127.0.0.1:0")
+    try:
+        error = one_line_error(possim("host", "run", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "j.sqlite"),
+                                      "--hsm", hsm_ready["listening"], "--lmk", str(lmk)))
+        assert "must hold the same LMK" in error
+    finally:
+        _stop(hsm)

@@ -32,27 +32,30 @@ def test_every_step_answers_as_expected(demo) -> None:
     assert got["answer too late: automatic reversal (rule, amount 68.01)"] == "reversed"
     codes = {s["got"] for s in report["steps"]}
     assert codes >= {"00", "05", "12", "13", "14", "15", "30", "41", "43", "51", "54", "55", "57", "58", "61",
-                     "77", "91", "94", "96"}
+                     "75", "77", "91", "94", "96"}
 
 
 def test_summary_is_read_back_from_the_journal(demo) -> None:
     report, out = demo
     groups = {(g["response_code"], g["status"]): g for g in report["journal"]["by_response_code"]}
-    # 12.50 + 88.00 + 230.00 + 15.00 (the retransmitted one, posted once) + 42.00
-    assert groups["00", "approved"]["count"] == 5
-    assert groups["00", "approved"]["amounts"] == {"156": 1250 + 8800 + 23000 + 1500 + 4200}
+    # 12.50 + 88.00 + 230.00 + PIN purchases 25.00, 50.00 and 30.00 (DUKPT)
+    # + 15.00 (the retransmitted one, posted once) + 42.00
+    assert groups["00", "approved"]["count"] == 8
+    assert groups["00", "approved"]["amounts"] == {"156": 1250 + 8800 + 23000 + 2500 + 5000 + 3000 + 1500 + 4200}
     assert groups["00", "reversed"]["amounts"] == {"156": 6801}
     assert report["journal"]["answers_sent"]["0210 30"] == 1
     assert report["journal"]["answers_sent"]["0210 94"] == 1
     balances = {a["id"]: a["balance"] for a in report["journal"]["accounts"]}
     opening = {a["id"]: a["balance"] for a in load_fixture("accounts.yaml")["accounts"]}
-    # approve (A-1001): 12.50 + 230.00 + 42.00; the 68.01 came back with its reversal
-    assert balances["A-1001"] == opening["A-1001"] - (1250 + 23000 + 4200)
+    # approve (A-1001): 12.50 + 230.00 + 25.00 + 30.00 + 42.00; the 68.01 came back with its reversal
+    assert balances["A-1001"] == opening["A-1001"] - (1250 + 23000 + 2500 + 3000 + 4200)
+    # over-limit (A-1003): the 50.00 PIN purchase verified by IBM offset
+    assert balances["A-1003"] == opening["A-1003"] - 5000
     # approve2 (A-1004): 88.00 + the retransmitted 15.00 once
     assert balances["A-1004"] == opening["A-1004"] - (8800 + 1500)
     t1 = next(t for t in report["terminals"] if t["tid"] == "10000001")
     assert t1["pending_reversal"] is None
-    assert t1["open_batch"] == {"count": 3, "amounts": {"156": 1250 + 8800 + 4200}}
+    assert t1["open_batch"] == {"count": 5, "amounts": {"156": 1250 + 8800 + 2500 + 5000 + 4200}}
     for path in report["files"].values():
         assert Path(path).is_file() and Path(path).is_relative_to(out)
 
@@ -83,17 +86,27 @@ def test_a_tampered_message_is_refused(demo) -> None:
     assert ("A0", "declined") in groups
 
 
-def test_no_file_the_demo_wrote_holds_a_clear_key(demo) -> None:
-    """The TMKs and the working keys sent at sign-on appear nowhere in clear: not hex, not binary."""
+def _written(out: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+
+
+def _assert_nowhere(secrets: list[bytes], everything: bytes) -> None:
+    for secret in secrets:
+        for form in (secret, secret.hex().upper().encode(), secret.hex().encode()):
+            assert form not in everything
+
+
+def _working_keys(out: Path) -> dict[str, list[bytes]]:
+    """Each terminal's clear PIN and MAC keys, recovered from the journal under the LMK (and checked
+    against the terminal's copy under its TMK)."""
     from possim.acquirer.journal import Journal
     from possim.hsm_mock.key_download import clear_key
     from possim.hsm_mock.lmk import TAK, TPK, VariantLmk
     from possim.terminal.state import TerminalState
 
-    _, out = demo
     tmks = {t["tid"]: bytes.fromhex(t["tmk"]) for t in load_fixture("terminals.yaml")["terminals"]}
     journal, lmk = Journal(out / "journal.sqlite"), VariantLmk.test()
-    secrets = list(tmks.values())
+    keys = {}
     try:
         for tid, tmk in tmks.items():
             session = journal.terminal(tid)
@@ -102,13 +115,59 @@ def test_no_file_the_demo_wrote_holds_a_clear_key(demo) -> None:
             terminal_keys = [clear_key(tmk, k) for k in state.working_keys()]
             state.close()
             assert terminal_keys == host_keys
-            secrets += host_keys
+            keys[tid] = host_keys
     finally:
         journal.close()
-    everything = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
-    for secret in secrets:
-        for form in (secret, secret.hex().upper().encode(), secret.hex().encode()):
-            assert form not in everything
+    return keys
+
+
+def test_no_file_the_demo_wrote_holds_a_clear_key(demo) -> None:
+    """The TMKs, the working keys sent at sign-on, the issuers' PIN keys, the BDK and every DUKPT key
+    appear nowhere in clear: not hex, not binary."""
+    from possim.hsm_mock import dukpt_tdes
+
+    _, out = demo
+    terminals = load_fixture("terminals.yaml")["terminals"]
+    secrets = [bytes.fromhex(t["tmk"]) for t in terminals]
+    for keys in _working_keys(out).values():
+        secrets += keys
+    for issuer in load_fixture("accounts.yaml")["issuers"]:
+        if "pin" in issuer:
+            secrets += [bytes.fromhex(issuer["pin"]["pvk"]), bytes.fromhex(issuer["pin"]["zpk"])]
+    [dukpt] = [t["dukpt"] for t in terminals if "dukpt" in t]
+    bdk, ksn = bytes.fromhex(dukpt["bdk"]), bytes.fromhex(dukpt["ksn"])
+    secrets += [bdk, dukpt_tdes.initial_key(bdk, ksn)]
+    for _ in range(3):
+        ksn = dukpt_tdes.next_ksn(ksn)
+        keys = dukpt_tdes.derive_keys(bdk, ksn)
+        secrets += [keys.transaction_key, keys.pin_key]
+    _assert_nowhere(secrets, _written(out))
+
+
+def test_no_file_the_demo_wrote_holds_a_pin_block(demo) -> None:
+    """Every PIN block the demo's PIN pads sent (format 0 is deterministic, so the test can rebuild
+    them) and the same PINs under each issuer's ZPK appear in no file."""
+    from possim.hsm_mock import dukpt_tdes, pinblock
+    from possim.terminal import resolve_card
+
+    report, out = demo
+    keys = _working_keys(out)
+    cards = {c["name"]: c for c in load_fixture("cards.yaml")["cards"]}
+    typed = [("approve", "1234"), ("over-limit", "1357"), ("insufficient", "0000"), ("insufficient", "1234"),
+             ("approve2", "1111")]
+    assert {s["got"] for s in report["steps"] if "PIN" in s["title"]} == {"00", "55", "75"}
+    [dukpt] = [t["dukpt"] for t in load_fixture("terminals.yaml")["terminals"] if "dukpt" in t]
+    bdk, ksn = bytes.fromhex(dukpt["bdk"]), bytes.fromhex(dukpt["ksn"])
+    pin_keys = [key for key, _ in keys.values()]
+    for _ in range(3):
+        ksn = dukpt_tdes.next_ksn(ksn)
+        pin_keys.append(dukpt_tdes.derive_keys(bdk, ksn).pin_key)
+    pin_keys += [bytes.fromhex(i["pin"]["zpk"]) for i in load_fixture("accounts.yaml")["issuers"] if "pin" in i]
+    blocks = [
+        pinblock.encipher(key, 0, pin, cards[name]["pan"]) for key in pin_keys for name, pin in typed
+    ] + [pinblock.encode(0, pin, cards[name]["pan"]) for name, pin in typed]
+    assert resolve_card("approve").pin == "1234"
+    _assert_nowhere(blocks, _written(out))
 
 
 @pytest.mark.parametrize("dialect", ["iso87ascii", "iso87binary"])

@@ -89,7 +89,6 @@ def _decline_cases() -> list[tuple[str, dict, str, str]]:
         ("processing code", dict(processing_code="310000"), "12", "fields_valid"),
         ("currency", dict(currency="999"), "30", "fields_valid"),
         ("account currency", dict(card="usd"), "57", "account_rules"),
-        ("incorrect PIN rule", dict(amount=5501), "55", "scenario_rules"),
         ("malfunction rule", dict(amount=9601), "96", "scenario_rules"),
     ]
 

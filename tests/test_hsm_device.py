@@ -9,6 +9,11 @@ Sources of the published values used here:
   (ThalesLmkExternalVectorTest), captured from an external Thales key tool:
   key 0123456789ABCDEFFEDCBA9876543210 under LMK pair 00-01, variant 1, scheme U.
 - [Visa CVV] the Visa CVV test data already used by tests/test_hsm_cvv.py.
+- [psec] knovichikhin/psec tests/test_pin.py (as in tests/test_hsm_pinverify.py): PVK
+  0123456789ABCDEFFEDCBA9876543210, PAN 1122334455667788; Visa PVVs and IBM 3624
+  offsets with decimalisation table 1234567890123456.
+- [IBM 3624 example] the worked "customer PIN, natural PIN, PIN offset" examples at
+  topic.alibabacloud.com / mamicode.com quoted in tests/test_hsm_pinverify.py.
 Everything else is cross-checked against this project's own primitives on keys
 decrypted independently (cipher.py under the published LMK values).
 """
@@ -23,13 +28,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from possim.hsm_mock import pinblock
-from possim.hsm_mock.cipher import tdes_ecb_encrypt
+from possim.hsm_mock.cipher import tdes_ecb_decrypt, tdes_ecb_encrypt
 from possim.hsm_mock.cvv import cvv
 from possim.hsm_mock.device import Hsm
 from possim.hsm_mock.kcv import tdes_kcv
 from possim.hsm_mock.lmk import (
+    PVK,
     TAK,
     TEST_LMK_PAIRS,
+    TMK,
+    TPK,
     ZMK,
     ZPK,
     LmkError,
@@ -420,6 +428,255 @@ def test_g0_errors(hsm: Hsm) -> None:
     assert send(hsm, f"G0{bdk}{ZPK_FIELD}A05{ksn}{block}03401234567890") == "G123"
 
 
+# ---- DC / EC: PIN verification, Visa PVV -----------------------------------------
+
+LMK = VariantLmk.test()
+PSEC_PVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PSEC_PAN = "1122334455667788"
+PIN_KEY = bytes.fromhex("89ABCDEF0123456776543210FEDCBA98")  # any odd-parity double-length key
+PVK_FIELD = "U" + LMK.encrypt(PSEC_PVK, PVK, "U").hex().upper()
+
+
+def _pin_key_field(kind_code: str) -> str:
+    return "U" + LMK.encrypt(PIN_KEY, key_type(kind_code), "U").hex().upper()
+
+
+def _block(pin: str, pan: str, fmt: int = 0) -> str:
+    return pinblock.encipher(PIN_KEY, fmt, pin, pan, random.Random(3)).hex().upper()
+
+
+def _account(pan: str) -> str:
+    return pan[-13:-1]
+
+
+# [psec] test_generate_visa_pvv: (PVKI, PIN, PAN, PVV)
+PSEC_PVV = [
+    ("1", "4524", "1122334455667788", "8523"),
+    ("2", "1912", "1122334455667788", "3244"),
+    ("1", "0570", "1122334455667718", "3144"),
+    ("1", "8299", "1122334455667708", "4422"),
+]
+
+
+@pytest.mark.parametrize(("command", "kind"), [("DC", "002"), ("EC", "001")])
+@pytest.mark.parametrize(("pvki", "pin", "pan", "pvv"), PSEC_PVV)
+def test_dc_ec_verify_the_published_pvvs(hsm: Hsm, command: str, kind: str, pvki: str, pin: str, pan: str, pvv: str) -> None:
+    reply_code = command[0] + chr(ord(command[1]) + 1)
+    head = command + _pin_key_field(kind) + PVK_FIELD
+    assert send(hsm, f"{head}{_block(pin, pan)}01{_account(pan)}{pvki}{pvv}") == reply_code + "00"
+    wrong = f"{(int(pin) + 1) % 10000:04d}"
+    assert send(hsm, f"{head}{_block(wrong, pan)}01{_account(pan)}{pvki}{pvv}") == reply_code + "01"
+    other_pvki = "3" if pvki != "3" else "4"
+    assert send(hsm, f"{head}{_block(pin, pan)}01{_account(pan)}{other_pvki}{pvv}") == reply_code + "01"
+
+
+@pytest.mark.parametrize(("code", "fmt"), [("05", 1), ("47", 3)])
+def test_dc_reads_iso_formats_1_and_3(hsm: Hsm, code: str, fmt: int) -> None:
+    block = _block("4524", PSEC_PAN, fmt)
+    assert send(hsm, f"DC{_pin_key_field('002')}{PVK_FIELD}{block}{code}{_account(PSEC_PAN)}18523") == "DD00"
+
+
+def test_dc_bare_32h_pvk_pair_is_read_as_scheme_x(hsm: Hsm) -> None:
+    bare = LMK.encrypt(PSEC_PVK, PVK, "X").hex().upper()
+    block = _block("4524", PSEC_PAN)
+    assert send(hsm, f"DC{_pin_key_field('002')}{bare}{block}01{_account(PSEC_PAN)}18523") == "DD00"
+
+
+def test_dc_ec_errors(hsm: Hsm) -> None:
+    tpk, zpk = _pin_key_field("002"), _pin_key_field("001")
+    block, account = _block("4524", PSEC_PAN), _account(PSEC_PAN)
+    # A key under the wrong LMK pair decrypts to garbage: a parity error or a block that does not decode.
+    assert send(hsm, f"EC{tpk}{PVK_FIELD}{block}01{account}18523")[:4] in ("ED10", "ED20")
+    assert send(hsm, f"DC{tpk}{PVK_FIELD}{block}03{account}18523") == "DD23"  # Diebold: not supported
+    assert send(hsm, f"DC{tpk}{PVK_FIELD}{block}01{'9' * 12}18523") == "DD20"  # wrong account: block does not decode
+    triple = "T" + LMK.encrypt(PSEC_PVK + PSEC_PVK[:8], PVK, "T").hex().upper()
+    assert send(hsm, f"DC{tpk}{triple}{block}01{account}18523") == "DD27"
+    assert send(hsm, f"EC{zpk}{PVK_FIELD}{block}01{account}1852") == "ED15"
+    answer = hsm.answer(f"{HEADER}DC{tpk}{PVK_FIELD}{block}01{account}1852X".encode())
+    assert answer.error_code == "15" and "PVV" in answer.reason
+    answer = hsm.answer(f"{HEADER}DC{tpk}{PVK_FIELD}{block}01{account}X8523".encode())
+    assert answer.error_code == "15" and "PVKI" in answer.reason
+    answer = hsm.answer(f"{HEADER}DC{tpk}{PVK_FIELD}{block[:-1]}G01{account}18523".encode())
+    assert answer.error_code == "15" and "PIN block" in answer.reason
+
+
+def test_dc_parity_errors_name_the_pin_key_and_the_pvk(hsm: Hsm) -> None:
+    # Even-parity keys encrypted independently under LMK 14-15 (variant 0; X scheme is plain ECB).
+    even_tpk = tdes_ecb_encrypt(bytes.fromhex(TEST_LMK_PAIRS[7]), bytes.fromhex("0123456789ABCDEE")).hex().upper()
+    even_pvk = tdes_ecb_encrypt(bytes.fromhex(TEST_LMK_PAIRS[7]), bytes.fromhex("0123456789ABCDEE" * 2)).hex().upper()
+    block, account = _block("4524", PSEC_PAN), _account(PSEC_PAN)
+    assert send(hsm, f"DC{even_tpk}{PVK_FIELD}{block}01{account}18523") == "DD10"
+    assert send(hsm, f"DC{_pin_key_field('002')}{even_pvk}{block}01{account}18523") == "DD11"
+    assert send(hsm, f"DA{_pin_key_field('002')}{even_pvk[:16]}12{block}0104{account}{'1' * 16}1122334455N80000FFFFFFFF") == "DB11"
+
+
+# ---- DA / EA: PIN verification, IBM 3624 offset ------------------------------------
+
+PSEC_TABLE = "1234567890123456"
+# The validation data is the whole [psec] PAN: "N" stands for the last 5 account digits (66778).
+PSEC_VALIDATION = "1122334455N8"
+# [psec] test_generate_ibm3624_offset with PAN start 0, length 16, pad F: (offset, customer PIN)
+PSEC_OFFSETS = [("0000", "4524"), ("1111", "5635"), ("6586", "0000"), ("7697", "1111"), ("7710", "1234")]
+
+
+def _ibm(command: str, kind: str, pvk: str, pin: str, pan: str, table: str, validation: str, offset: str, check: int = 4) -> str:
+    block = _block(pin, pan)
+    return f"{command}{_pin_key_field(kind)}{pvk}12{block}01{check:02d}{_account(pan)}{table}{validation}{offset.ljust(12, 'F')}"
+
+
+@pytest.mark.parametrize(("command", "kind"), [("DA", "002"), ("EA", "001")])
+@pytest.mark.parametrize(("offset", "pin"), PSEC_OFFSETS)
+def test_da_ea_verify_the_published_offsets(hsm: Hsm, command: str, kind: str, offset: str, pin: str) -> None:
+    reply_code = command[0] + chr(ord(command[1]) + 1)
+    assert send(hsm, _ibm(command, kind, PVK_FIELD, pin, PSEC_PAN, PSEC_TABLE, PSEC_VALIDATION, offset)) == reply_code + "00"
+    wrong = f"{(int(pin) + 1) % 10000:04d}"
+    assert send(hsm, _ibm(command, kind, PVK_FIELD, wrong, PSEC_PAN, PSEC_TABLE, PSEC_VALIDATION, offset)) == reply_code + "01"
+
+
+def test_da_single_length_pvk_six_digit_pin() -> None:
+    # [IBM 3624 example] 1: PAN 1234567890123456 as validation data (N = 12345), PVK 1313131313131313,
+    # table 0123456789012345: offset 456789 -> PIN 099764; offset 000000 -> natural PIN 643085.
+    hsm = Hsm(LMK)
+    pvk = LMK.encrypt(bytes.fromhex("1313131313131313"), PVK).hex().upper()
+    pan, table, validation = "1234567890123456", "0123456789012345", "N67890123456"
+    assert send(hsm, _ibm("DA", "002", pvk, "099764", pan, table, validation, "456789", 6)) == "DB00"
+    assert send(hsm, _ibm("DA", "002", pvk, "643085", pan, table, validation, "000000", 6)) == "DB00"
+    assert send(hsm, _ibm("DA", "002", pvk, "099765", pan, table, validation, "456789", 6)) == "DB01"
+    assert send(hsm, _ibm("DA", "002", pvk, "09976", pan, table, validation, "456789", 4)) == "DB01"  # shorter PIN
+
+
+def test_ea_single_length_pvk_check_length_4() -> None:
+    # [IBM 3624 example] 2: card 1234567890123445 (N = 12344), PVK 0123456789ABCDEF: offset 2298 -> PIN 1234.
+    hsm = Hsm(LMK)
+    pvk = LMK.encrypt(bytes.fromhex("0123456789ABCDEF"), PVK).hex().upper()
+    pan, table, validation = "1234567890123445", "0123456789012345", "1234567890N5"
+    assert send(hsm, _ibm("EA", "001", pvk, "1234", pan, table, validation, "2298")) == "EB00"
+    assert send(hsm, _ibm("EA", "001", pvk, "1234", pan, table, validation, "2299")) == "EB01"
+
+
+def test_da_checks_only_check_length_leading_digits() -> None:
+    # From the [IBM 3624 example] 1 vector: with check length 4, the last two offset digits are not compared.
+    hsm = Hsm(LMK)
+    pvk = LMK.encrypt(bytes.fromhex("1313131313131313"), PVK).hex().upper()
+    pan, table, validation = "1234567890123456", "0123456789012345", "N67890123456"
+    assert send(hsm, _ibm("DA", "002", pvk, "099764", pan, table, validation, "456700", 4)) == "DB00"
+    assert send(hsm, _ibm("DA", "002", pvk, "099764", pan, table, validation, "456700", 6)) == "DB01"
+
+
+def test_da_errors_name_the_field(hsm: Hsm) -> None:
+    good = _ibm("DA", "002", PVK_FIELD, "1234", PSEC_PAN, PSEC_TABLE, PSEC_VALIDATION, "7710")
+    assert send(hsm, good) == "DB00"
+    for broken, field in [
+        (good.replace(PSEC_VALIDATION, "112233445588"), "PIN validation data"),  # no N
+        (good.replace(PSEC_VALIDATION, "11223344NN88"), "PIN validation data"),
+        (good.replace(PSEC_TABLE, "123456789012345A"), "decimalisation table"),
+        (good[:-12] + "77F0FFFFFFFF", "offset"),
+        (good[:-12] + "771FFFFFFFFF", "offset"),  # 3 digits
+        (good[:-1], "offset"),
+    ]:
+        answer = hsm.answer((HEADER + broken).encode())
+        assert answer.error_code == "15", field
+        assert field in answer.reason
+    head = "DA" + _pin_key_field("002") + PVK_FIELD
+    answer = hsm.answer(f"{HEADER}{head}13{_block('1234', PSEC_PAN)}0104".encode())
+    assert answer.error_code == "15" and "maximum PIN length" in answer.reason
+    five = _ibm("DA", "002", PVK_FIELD, "12345", PSEC_PAN, PSEC_TABLE, PSEC_VALIDATION, "77100")
+    assert send(hsm, five.replace(PVK_FIELD + "12", PVK_FIELD + "04", 1)) == "DB24"  # PIN longer than the maximum
+
+
+def test_verification_reasons_never_carry_pins_or_offsets(hsm: Hsm) -> None:
+    block = _block("4524", PSEC_PAN)
+    for body in [
+        f"DC{_pin_key_field('002')}{PVK_FIELD}{block}01{_account(PSEC_PAN)}18524",
+        _ibm("DA", "002", PVK_FIELD, "4524", PSEC_PAN, PSEC_TABLE, PSEC_VALIDATION, "0001"),
+    ]:
+        answer = hsm.answer((HEADER + body).encode())
+        assert answer.error_code == "01"
+        for secret in ("4524", "8524", "0001", block, PSEC_PAN[-13:-1], PVK_FIELD[1:]):
+            assert secret not in answer.reason
+
+
+# ---- A6 / A8: key import and export ---------------------------------------------
+
+# [ThalesSim] GenerateKeyTest (see test_a0_reproduces_the_published_reply_for_the_same_random_key):
+# one ZPK under the ZMK below is X6A4B..., under the LMK U37C2..., KCV 18EC38.
+ZMK_FIELD = "U4C94ED3CBF0597C848000A85A55C2E54"
+PUBLISHED_UNDER_ZMK = "X6A4BF2BD845FCBD66A4BF2BD845FCBD6"
+PUBLISHED_UNDER_LMK = "U37C214786596A294ED92DBA27208C13B"
+
+
+def test_a6_and_a8_reproduce_the_published_a0_reply(hsm: Hsm) -> None:
+    assert send(hsm, f"A6001{ZMK_FIELD}{PUBLISHED_UNDER_ZMK}U") == f"A700{PUBLISHED_UNDER_LMK}18EC38"
+    assert send(hsm, f"A8001{ZMK_FIELD}{PUBLISHED_UNDER_LMK}X") == f"A900{PUBLISHED_UNDER_ZMK}18EC38"
+    assert send(hsm, f"A8001;0{ZMK_FIELD}{PUBLISHED_UNDER_LMK}X") == f"A900{PUBLISHED_UNDER_ZMK}18EC38"
+
+
+@pytest.mark.parametrize(("kind", "scheme", "zmk_scheme"), [("001", "U", "U"), ("002", "T", "T"), ("003", "Z", "Z"), ("00A", "U", "X")])
+def test_a0_mode_1_keys_import_back_with_a6(hsm: Hsm, kind: str, scheme: str, zmk_scheme: str) -> None:
+    reply = send(hsm, f"A01{kind}{scheme}{ZMK_FIELD}{zmk_scheme}")
+    assert reply[:4] == "A100"
+    width = (0 if scheme == "Z" else 1) + 2 * {"Z": 8, "U": 16, "T": 24}[scheme]
+    under_lmk, under_zmk, kcv = reply[4 : 4 + width], reply[4 + width : 4 + 2 * width], reply[4 + 2 * width :]
+    assert send(hsm, f"A6{kind}{ZMK_FIELD}{under_zmk}{scheme}") == f"A700{under_lmk}{kcv}"
+    clear = LMK.decrypt(bytes.fromhex(under_lmk.lstrip("UT")), key_type(kind), scheme)
+    assert kcv == tdes_kcv(clear).hex().upper()
+
+
+def test_a8_then_a6_round_trip_and_kcv(hsm: Hsm) -> None:
+    generated = send(hsm, "A00002U")  # a TPK under the LMK
+    under_lmk, kcv = generated[4:37], generated[37:]
+    exported = send(hsm, f"A8002{ZMK_FIELD}{under_lmk}U")
+    assert exported[:4] == "A900" and exported[-6:] == kcv
+    assert send(hsm, f"A6002{ZMK_FIELD}{exported[4:37]}U") == f"A700{under_lmk}{kcv}"
+    clear = LMK.decrypt(bytes.fromhex(under_lmk[1:]), TPK, "U")
+    assert kcv == tdes_kcv(clear).hex().upper()
+
+
+def test_a8_under_a_tmk_is_plain_ecb_for_scheme_x(hsm: Hsm) -> None:
+    tmk = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+    tmk_field = "U" + LMK.encrypt(tmk, TMK, "U").hex().upper()
+    reply = send(hsm, f"A8001;1{tmk_field}{PUBLISHED_UNDER_LMK}X")
+    assert reply[:5] == "A900X" and reply[-6:] == "18EC38"
+    clear = tdes_ecb_decrypt(tmk, bytes.fromhex(reply[5:37]))  # independent: X = ECB under the KEK
+    assert tdes_kcv(clear).hex().upper() == "18EC38"
+
+
+def test_a6_forces_odd_parity_and_advises_01(hsm: Hsm) -> None:
+    zmk = LMK.decrypt(bytes.fromhex(ZMK_FIELD[1:]), ZMK, "U")
+    even = bytes.fromhex("0123456789ABCDEEFEDCBA9876543210")  # byte 8 has even parity
+    under_zmk = tdes_ecb_encrypt(zmk, even).hex().upper()  # scheme X, built independently
+    reply = send(hsm, f"A6001{ZMK_FIELD}X{under_zmk}U")
+    assert reply[:4] == "A701"
+    imported = LMK.decrypt(bytes.fromhex(reply[5:37]), ZPK, "U")
+    assert imported == bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+    assert reply[37:] == tdes_kcv(imported).hex().upper() == "08D7B4"  # the classic test key's KCV
+
+
+def test_a6_a8_parity_and_input_errors(hsm: Hsm) -> None:
+    even_zmk = tdes_ecb_encrypt(bytes.fromhex(TEST_LMK_PAIRS[2]), bytes.fromhex("0123456789ABCDEE" * 2)).hex().upper()
+    assert send(hsm, f"A6001{even_zmk}{PUBLISHED_UNDER_ZMK}U") == "A710"
+    assert send(hsm, f"A8001{even_zmk}{PUBLISHED_UNDER_LMK}X") == "A910"
+    even_key = tdes_ecb_encrypt(bytes.fromhex(TEST_LMK_PAIRS[3]), bytes.fromhex("0123456789ABCDEE" * 2)).hex().upper()
+    assert send(hsm, f"A8001{ZMK_FIELD}X{even_key}U") == "A911"
+    answer = hsm.answer(f"{HEADER}A6001{ZMK_FIELD}{PUBLISHED_UNDER_ZMK}Z".encode())
+    assert answer.error_code == "15" and "key scheme (LMK)" in answer.reason
+    answer = hsm.answer(f"{HEADER}A8001{ZMK_FIELD}{PUBLISHED_UNDER_LMK}T".encode())
+    assert answer.error_code == "15" and "key scheme (ZMK)" in answer.reason
+    answer = hsm.answer(f"{HEADER}A6001{ZMK_FIELD}{PUBLISHED_UNDER_ZMK[:-2]}U".encode())
+    assert answer.error_code == "15" and "key under ZMK" in answer.reason
+    assert send(hsm, f"A60F1{ZMK_FIELD}{PUBLISHED_UNDER_ZMK}U") == "A715"  # not a key type
+    assert send(hsm, f"A8001;2{ZMK_FIELD}{PUBLISHED_UNDER_LMK}X") == "A915"  # ZMK/TMK flag
+
+
+def test_a6_a8_reasons_never_carry_keys(hsm: Hsm) -> None:
+    zmk = LMK.decrypt(bytes.fromhex(ZMK_FIELD[1:]), ZMK, "U")
+    under_zmk = tdes_ecb_encrypt(zmk, bytes.fromhex("0123456789ABCDEEFEDCBA9876543210")).hex().upper()
+    answer = hsm.answer(f"{HEADER}A6001{ZMK_FIELD}X{under_zmk}U".encode())
+    assert answer.error_code == "01" and answer.reason
+    for secret in ("0123456789ABCDE", under_zmk, ZMK_FIELD[1:], zmk.hex().upper()):
+        assert secret not in answer.reason.upper()
+
+
 # ---- the envelope: unknown commands, short and garbage requests -----------------
 
 
@@ -472,9 +729,12 @@ def test_any_bytes_get_an_answer_never_an_exception(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["NC", "BU", "A0", "CW", "CY", "M6", "M8", "CA", "G0"]), st.text(max_size=80))
+@given(
+    st.sampled_from(["NC", "BU", "A0", "CW", "CY", "M6", "M8", "CA", "G0", "DA", "EA", "DC", "EC", "A6", "A8"]),
+    st.text(max_size=80),
+)
 def test_known_commands_with_random_fields_answer_with_an_error_code(command: str, fields: str) -> None:
     hsm = Hsm(VariantLmk.test(), random.Random(0))
     reply = hsm.handle((HEADER + command + fields).encode("utf-8"))
     assert reply[4:5] == command[:1].encode()
-    assert reply[6:8].decode() in {"00", "01", "10", "11", "15", "20", "23", "24"}
+    assert reply[6:8].decode() in {"00", "01", "10", "11", "15", "20", "23", "24", "27"}

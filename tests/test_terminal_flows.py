@@ -158,7 +158,7 @@ def test_manual_entry_sends_pan_and_expiry(tmp_path):
             terminal = make_terminal(tmp_path / "t.sqlite", peer)
             await terminal.purchase(500, resolve_card("approve"), manual=True)
             request = peer.received[0]
-            assert (request[2], request[14], request[22]) == ("6228480010000000017", "3012", "011")
+            assert (request[2], request[14], request[22]) == ("6228480010000000017", "3012", "012")  # cup: no PIN sent
             assert 35 not in request
             await finish(terminal)
 

@@ -62,7 +62,7 @@ def test_magstripe_purchase_carries_track_2_and_no_pan(name):
     assert message[4] == "000000001250"
     assert message[11] == "000042"
     assert (message[12], message[13]) == ("092653", "0314")
-    assert message[22] == "021"
+    assert message[22] == ("022" if name == "cup" else "021")  # cup: no PIN in it; iso87: PIN pad present
     assert message[25] == "00"
     assert message[35] == "6228480010000000017D3012101" + "00000"
     assert 2 not in message and 14 not in message
@@ -84,8 +84,10 @@ def test_manual_purchase_carries_pan_and_expiry_and_no_track(name):
     assert 35 not in message
 
 
-def test_entry_modes():
-    assert [entry_mode(m, p) for m in (False, True) for p in (True, False)] == ["021", "022", "011", "012"]
+def test_entry_modes_say_pin_capability_in_iso87_and_pin_presence_in_cup():
+    iso, cup = load_dialect("iso87ascii"), load_dialect("cup")
+    assert [entry_mode(iso, m, p, False) for m in (False, True) for p in (True, False)] == ["021", "022", "011", "012"]
+    assert [entry_mode(cup, m, True, sent) for m in (False, True) for sent in (True, False)] == ["021", "022", "011", "012"]
 
 
 @pytest.mark.parametrize("amount", [-1, 10**12, 12.5, True])
