@@ -34,7 +34,7 @@ from typing import Sequence
 from possim.hsm_mock.client import HsmClient, LocalHsm
 from possim.hsm_mock.device import Hsm
 from possim.hsm_mock.key_download import generate_working_keys, pack
-from possim.hsm_mock.lmk import TAK, TPK, VariantLmk
+from possim.hsm_mock.lmk import TAK, TEK, TPK, VariantLmk
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
@@ -135,6 +135,10 @@ class HostCore:
         maced = dialect.mac_scheme in MAC_SCHEMES and "mac" in dialect.roles
         self._mac = MessageMac(self.codec) if maced else None
         self._rrn_next = self._rrn_end = 0
+        self._track_key_code = dialect.convention("sign_on_track_key_code")
+        self._sign_on_codes = {SIGN_ON, dialect.convention("sign_on_code", SIGN_ON), self._track_key_code} - {None}
+        """Network codes that sign on: ISO's 001, and the dialect's own (cup 003, and 004 with a track key).
+        possim issues double-length keys only, so a cup 001 (single-length keys) gets those too."""
 
     def close(self) -> None:
         self.journal.close()
@@ -231,10 +235,10 @@ class HostCore:
             code, note = refusal
         elif network_code is None:
             code, note = "30", "no network management code"
-        elif network_code == SIGN_ON:
+        elif network_code in self._sign_on_codes:
             batch = current.batch_number if current else self._initial_batch(message)
             session = TerminalSession(tid, req.business_date, batch, req.at)
-            download = self._working_keys(tid)
+            download = self._working_keys(tid, with_data_key=network_code == self._track_key_code)
         elif network_code == SIGN_OFF and current is not None:
             session = TerminalSession(tid, None, current.batch_number, req.at)
         elif network_code not in (ECHO, SIGN_OFF):
@@ -244,27 +248,27 @@ class HostCore:
         if known is not None and code == "00":
             self.dialect.set_role(response, "batch_number", known.batch_number)  # cup 60.2; no-op elsewhere
         if download is not None and code == "00":
-            block, pin_key, mac_key = download
+            block, keys = download
             self.dialect.set_role(response, "working_keys", block)
-            session = dataclasses.replace(session, pin_key=pin_key, mac_key=mac_key)
+            session = dataclasses.replace(session, **keys)
         data = self._frame(response, req.envelope)
         self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), terminal=session, at=req.at))
         return Reply(data, _delay(rule))
 
-    def _working_keys(self, tid: str) -> tuple[str, str, str] | None:
-        """Fresh working keys for a sign-on: (the block for the answer, PIN key and MAC key under the LMK).
+    def _working_keys(self, tid: str, with_data_key: bool) -> tuple[str, dict[str, str]] | None:
+        """Fresh working keys for a sign-on: the block for the answer, and the keys under the LMK by journal column.
 
         None when the terminal has no master key on file or the dialect no place to send keys.
         """
         profile = self.registry.terminal(tid)
         if profile is None or profile.tmk is None or "working_keys" not in self.dialect.roles:
             return None
-        keys = generate_working_keys(self._rng)
-        return (
-            pack(profile.tmk, keys).hex().upper(),
-            self._lmk.encrypt(keys.pin_key, TPK).hex().upper(),
-            self._lmk.encrypt(keys.mac_key, TAK).hex().upper(),
-        )
+        keys = generate_working_keys(self._rng, with_data_key=with_data_key)
+        stored = {"pin_key": self._lmk.encrypt(keys.pin_key, TPK).hex().upper(),
+                  "mac_key": self._lmk.encrypt(keys.mac_key, TAK).hex().upper()}
+        if keys.data_key is not None:
+            stored["data_key"] = self._lmk.encrypt(keys.data_key, TEK).hex().upper()
+        return pack(profile.tmk, keys).hex().upper(), stored
 
     # ---- MAC: checked before anything else, on requests and answers that move money ----
 

@@ -113,7 +113,8 @@ CREATE TABLE IF NOT EXISTS terminals (
     batch_number   TEXT NOT NULL,
     updated_at     TEXT NOT NULL,
     pin_key        TEXT,
-    mac_key        TEXT
+    mac_key        TEXT,
+    data_key       TEXT
 );
 CREATE TABLE IF NOT EXISTS pin_tries (
     pan_hash      TEXT PRIMARY KEY,
@@ -121,7 +122,7 @@ CREATE TABLE IF NOT EXISTS pin_tries (
     failures      INTEGER NOT NULL
 );
 """
-_KEY_COLUMNS = ("pin_key", "mac_key")
+_KEY_COLUMNS = ("pin_key", "mac_key", "data_key")
 """Working keys of the last sign-on, hex under the HSM's LMK (TPK and TAK): never in clear."""
 
 
@@ -181,7 +182,7 @@ _UPDATE_TXN = f"UPDATE transactions SET {', '.join(f'{c} = ?' for c in _UPDATABL
 _UPDATE_VALUES = operator.attrgetter(*_UPDATABLE, "id")
 _SELECT_TXN = "SELECT * FROM transactions WHERE terminal_id = ? AND stan = ? AND key_date = ?"
 _SELECT_TERMINAL = (
-    "SELECT terminal_id, signed_on_date, batch_number, updated_at, pin_key, mac_key FROM terminals WHERE terminal_id = ?"
+    "SELECT terminal_id, signed_on_date, batch_number, updated_at, pin_key, mac_key, data_key FROM terminals WHERE terminal_id = ?"
 )
 _JSON = json.JSONEncoder(separators=(",", ":"))
 _INSERT_MESSAGE = (
@@ -190,11 +191,12 @@ _INSERT_MESSAGE = (
 )
 _POST = "UPDATE accounts SET balance = balance + ?, updated_at = ? WHERE id = ?"
 _UPSERT_TERMINAL = (
-    "INSERT INTO terminals (terminal_id, signed_on_date, batch_number, updated_at, pin_key, mac_key)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO terminals (terminal_id, signed_on_date, batch_number, updated_at, pin_key, mac_key, data_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (terminal_id) DO UPDATE SET signed_on_date = excluded.signed_on_date,"
     " batch_number = excluded.batch_number, updated_at = excluded.updated_at,"
-    " pin_key = COALESCE(excluded.pin_key, terminals.pin_key), mac_key = COALESCE(excluded.mac_key, terminals.mac_key)"
+    " pin_key = COALESCE(excluded.pin_key, terminals.pin_key), mac_key = COALESCE(excluded.mac_key, terminals.mac_key),"
+    " data_key = COALESCE(excluded.data_key, terminals.data_key)"
 )
 
 
@@ -224,6 +226,8 @@ class TerminalSession:
     """Hex of the working PIN key under the LMK (TPK); None keeps the one stored."""
     mac_key: str | None = None
     """Hex of the working MAC key under the LMK (TAK); None keeps the one stored."""
+    data_key: str | None = None
+    """Hex of the track (data) key under the LMK (TEK), when the sign-on asked for one."""
 
 
 @dataclass(frozen=True)
@@ -388,7 +392,7 @@ class Journal:
             if unit.terminal is not None:
                 t = unit.terminal
                 db.execute(_UPSERT_TERMINAL, (
-                    t.terminal_id, t.signed_on_date, t.batch_number, t.updated_at, t.pin_key, t.mac_key,
+                    t.terminal_id, t.signed_on_date, t.batch_number, t.updated_at, t.pin_key, t.mac_key, t.data_key,
                 ))
             if unit.pin_tries is not None:
                 p = unit.pin_tries

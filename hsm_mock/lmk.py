@@ -105,6 +105,8 @@ TMK = TPK = PVK = key_type("002")
 TAK = key_type("003")
 ZAK = key_type("008")
 BDK = key_type("009")
+TEK = key_type("00B")
+"""A terminal's data (track) encryption key: LMK 32-33."""
 CVK = key_type("402")
 
 

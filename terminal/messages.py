@@ -64,7 +64,19 @@ def _stamp(dialect: Dialect, message: Message, now: datetime) -> None:
         message[7] = transmission_datetime(now)
 
 
-def build_sign_on(dialect: Dialect, *, tid: str, mid: str, stan: str, now: datetime, batch_number: int) -> Message:
+def sign_on_code(dialect: Dialect, track_key: bool) -> str:
+    """The network code that asks for working keys: the dialect's (cup 003, 004 with a track key), else ISO's 001."""
+    if track_key:
+        code = dialect.convention("sign_on_track_key_code")
+        if code is None:
+            raise ValueError(f"dialect {dialect.name} has no sign-on code that asks for a track key")
+        return str(code)
+    return str(dialect.convention("sign_on_code", NETWORK_SIGN_ON))
+
+
+def build_sign_on(
+    dialect: Dialect, *, tid: str, mid: str, stan: str, now: datetime, batch_number: int, track_key: bool = False
+) -> Message:
     message = Message("0800")
     _stamp(dialect, message, now)
     message[11] = stan
@@ -72,7 +84,7 @@ def build_sign_on(dialect: Dialect, *, tid: str, mid: str, stan: str, now: datet
     message[42] = mid
     dialect.set_role(message, "transaction_type", TYPE_SIGN_ON)
     dialect.set_role(message, "batch_number", f"{batch_number:06d}")
-    dialect.set_role(message, "network_code", NETWORK_SIGN_ON)
+    dialect.set_role(message, "network_code", sign_on_code(dialect, track_key))
     if _sends_operator(dialect):
         message[63] = OPERATOR
     return message

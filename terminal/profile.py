@@ -43,6 +43,8 @@ class TerminalProfile:
     tmk: str | None = field(default=None, repr=False)
     """Terminal master key, 32 hex digits, as a lab injects it: sign-on working keys arrive under it.
     None: the terminal takes no working keys and sends no MAC."""
+    track_key: bool = False
+    """Ask for a track (data) key at sign-on as well (cup 60.3 = 004): kept, checked, stored under the TMK."""
     dukpt: dict[str, str] | None = field(default=None, repr=False)
     """`{bdk, ksn}`: the PIN pad encrypts PINs under DUKPT keys (ANSI X9.24-1, TDES) instead of
     the working PIN key, and sends the KSN where the dialect's `ksn` role says."""
@@ -72,6 +74,8 @@ class TerminalProfile:
                 parse_tmk(self.tmk, who)
             except KeyDownloadError as exc:
                 raise ProfileError(str(exc)) from None
+        if self.track_key and load_dialect(self.dialect).convention("sign_on_track_key_code") is None:
+            raise ProfileError(f"{who}: track_key needs a dialect whose sign-on can ask for one (cup: 004); {self.dialect} has none")
         if self.dukpt is not None:
             try:
                 parse_dukpt(self.dukpt, who)

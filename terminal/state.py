@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS terminal (
     signed_on_date TEXT,
     pin_key TEXT,
     mac_key TEXT,
+    data_key TEXT,
     ksn TEXT
 );
 CREATE TABLE IF NOT EXISTS batch (
@@ -124,7 +125,7 @@ class TerminalState:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             present = {row[1] for row in self._db.execute("PRAGMA table_info(terminal)")}
-            for column in ("pin_key", "mac_key", "ksn"):
+            for column in ("pin_key", "mac_key", "data_key", "ksn"):
                 if column not in present:  # a state file from before key download or DUKPT
                     self._db.execute(f"ALTER TABLE terminal ADD COLUMN {column} TEXT")
         except (OSError, sqlite3.Error) as exc:
@@ -171,10 +172,13 @@ class TerminalState:
 
     # working keys
 
-    def save_working_keys(self, pin_key: bytes, mac_key: bytes) -> None:
+    def save_working_keys(self, pin_key: bytes, mac_key: bytes, data_key: bytes | None = None) -> None:
         """Keep the working keys of a sign-on, as cryptograms under the TMK (never clear keys)."""
         with self._db:
-            self._db.execute("UPDATE terminal SET pin_key = ?, mac_key = ?", (pin_key.hex().upper(), mac_key.hex().upper()))
+            self._db.execute(
+                "UPDATE terminal SET pin_key = ?, mac_key = ?, data_key = ?",
+                (pin_key.hex().upper(), mac_key.hex().upper(), data_key.hex().upper() if data_key else None),
+            )
 
     def working_keys(self) -> tuple[bytes, bytes] | None:
         """(PIN key, MAC key) under the TMK, as the last sign-on delivered them; None before any."""

@@ -150,7 +150,7 @@ class Terminal:
             now = self.clock()
             request = build_sign_on(
                 self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(),
-                now=now, batch_number=self.state.batch_number,
+                now=now, batch_number=self.state.batch_number, track_key=self.profile.track_key,
             )
             data = self._frame(request)
             try:
@@ -273,7 +273,9 @@ class Terminal:
             cryptograms, _ = unpack(self._tmk, bytes.fromhex(block))
         except (KeyDownloadError, ValueError) as exc:
             return f"sign-on failed: {exc}; keys not stored"
-        self.state.save_working_keys(cryptograms.pin_key, cryptograms.mac_key)
+        if self.profile.track_key and cryptograms.data_key is None:
+            return "sign-on failed: a track key was asked for and none came; keys not stored"
+        self.state.save_working_keys(cryptograms.pin_key, cryptograms.mac_key, cryptograms.data_key)
         return None
 
     def _encrypt_pin(self, pin: str, card: Card) -> EncryptedPin:

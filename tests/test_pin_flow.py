@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -66,9 +67,11 @@ class Lab:
         await self.server.stop()
         self.core.close()
 
-    async def signed_on(self, tid: str = "10000001", device: str = "") -> Terminal:
+    async def signed_on(self, tid: str = "10000001", device: str = "", **settings: object) -> Terminal:
         host, port = self.address
-        profile = load_profile(tid, self.fixtures, dialect=self.core.dialect.name, host=f"{host}:{port}", timeout=5.0)
+        profile = load_profile(
+            tid, self.fixtures, dialect=self.core.dialect.name, host=f"{host}:{port}", timeout=5.0, **settings
+        )
         terminal = Terminal(profile, TcpLink(host, port, profile.framing),
                             TerminalState(tid, self.tmp / f"{tid}{device}.sqlite"), clock=self.clock)
         self.terminals.append(terminal)
@@ -247,3 +250,37 @@ def test_a_terminal_refuses_a_pin_it_cannot_encrypt(tmp_path) -> None:
             assert t1.state.pending_reversal() is None  # nothing was sent, nothing is owed
 
     asyncio.run(main())
+
+
+def test_a_cup_sign_on_with_004_also_downloads_a_track_key_both_ends_keep_under_their_master_keys(tmp_path) -> None:
+    from possim.fixtures import load_fixture
+    from possim.hsm_mock.key_download import clear_key
+    from possim.hsm_mock.kcv import tdes_kcv
+    from possim.hsm_mock.lmk import TEK, VariantLmk
+
+    async def main() -> None:
+        async with Lab(tmp_path, "cup", None) as lab:
+            plain = await lab.signed_on("10000001")
+            with_track = await lab.signed_on("10000002", track_key=True)
+            codes = [m.fields.get("60") for m in lab.core.journal.messages() if m.mti == "0800"]
+            assert [c[8:11] for c in codes] == ["003", "004"]  # 60.3 after 60.1 (2) and 60.2 (6)
+            assert lab.core.journal.terminal("10000001").data_key is None
+            stored = lab.core.journal.terminal("10000002").data_key
+            host_key = VariantLmk.test().decrypt(bytes.fromhex(stored), TEK)
+            tmk = bytes.fromhex(next(t["tmk"] for t in load_fixture("terminals.yaml")["terminals"] if t["tid"] == "10000002"))
+            def kept(terminal: Terminal) -> str | None:  # read the state file as any SQLite reader would
+                with sqlite3.connect(terminal.state.path) as db:
+                    return db.execute("SELECT data_key FROM terminal").fetchone()[0]
+
+            terminal_key = clear_key(tmk, bytes.fromhex(kept(with_track)))
+            assert terminal_key == host_key and len(host_key) == 16 and tdes_kcv(host_key, 4) != tdes_kcv(tmk, 4)
+            assert kept(plain) is None
+
+    asyncio.run(main())
+
+
+def test_a_track_key_needs_a_dialect_that_can_ask_for_one() -> None:
+    from possim.terminal.profile import ProfileError
+
+    with pytest.raises(ProfileError, match="track_key needs a dialect"):
+        load_profile("10000001", dialect="iso87ascii", track_key=True)

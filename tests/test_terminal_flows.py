@@ -113,7 +113,7 @@ def test_sign_on_records_the_date_and_the_hosts_batch_number(tmp_path, dialect, 
             terminal = make_terminal(tmp_path / "t.sqlite", peer, dialect)
             result = await terminal.sign_on()
             assert (result.mti, result.response_code, result.approved) == ("0810", "00", True)
-            assert terminal.dialect.get_role(peer.received[0], "network_code") == "001"
+            assert terminal.dialect.get_role(peer.received[0], "network_code") == ("003" if dialect == "cup" else "001")
             assert terminal.state.signed_on_date == START.date()
             assert terminal.state.batch_number == batch
             await finish(terminal)
