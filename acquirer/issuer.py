@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from possim.fixtures import FixtureError, fixture_path, load_fixture
-from possim.hsm_mock.cipher import CryptoKeyError, require_odd_parity
+from possim.hsm_mock.cipher import CryptoKeyError, double_length_key
 from possim.hsm_mock.pinverify import DEFAULT_DECIMALIZATION_TABLE
 
 from .pipeline import Decline
@@ -206,13 +206,7 @@ def _pin_policy(entry: Any, where: str) -> PinPolicy:
 def _test_key(entry: dict[str, Any], key: str, where: str) -> bytes:
     """A clear double-length test key from a fixture; the error names the key, never its value."""
     try:
-        value = bytes.fromhex(str(entry.get(key, "")))
-    except ValueError:
-        raise FixtureError(f"{where}: `{key}` is not hex") from None
-    if len(value) != 16:
-        raise FixtureError(f"{where}: `{key}` must be a double-length key (32 hex digits)")
-    try:
-        return require_odd_parity(value, key)
+        return double_length_key(entry.get(key, ""), key)
     except CryptoKeyError as exc:
         raise FixtureError(f"{where}: {exc}") from None
 

@@ -45,6 +45,17 @@ def require_odd_parity(key: bytes, name: str = "key") -> bytes:
     return key
 
 
+def double_length_key(text: object, name: str) -> bytes:
+    """A double-length DES key from its hex form in a fixture or profile; errors name it, never show it."""
+    try:
+        key = bytes.fromhex(str(text))
+    except ValueError:
+        raise CryptoKeyError(f"{name} is not hex") from None
+    if len(key) != 16:
+        raise CryptoKeyError(f"{name} is {len(key)} bytes; it must be double length (16 bytes, 32 hex digits)")
+    return require_odd_parity(key, name)
+
+
 def aes_key(key: bytes, name: str = "key") -> bytes:
     if len(key) not in (16, 24, 32):
         raise CryptoKeyError(f"{name} is {len(key)} bytes: an AES key has 16, 24 or 32")

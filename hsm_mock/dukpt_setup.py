@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cipher import CryptoKeyError, require_odd_parity
-from .dukpt_tdes import KEY_LENGTH, KSN_LENGTH, initial_key, ksn_counter
+from .cipher import CryptoKeyError, double_length_key
+from .dukpt_tdes import KSN_LENGTH, initial_key, ksn_counter
 
 
 class DukptSetupError(ValueError):
@@ -37,16 +37,12 @@ def parse_dukpt(setting: Any, who: str) -> DukptSetup:
     if not isinstance(setting, dict):
         raise DukptSetupError(f"{who}: dukpt must be a mapping with bdk and ksn")
     try:
-        bdk = bytes.fromhex(str(setting.get("bdk", "")))
+        bdk = double_length_key(setting.get("bdk", ""), "dukpt bdk")
         ksn = bytes.fromhex(str(setting.get("ksn", "")))
-    except ValueError:
-        raise DukptSetupError(f"{who}: dukpt bdk and ksn must be hex") from None
-    if len(bdk) != KEY_LENGTH:
-        raise DukptSetupError(f"{who}: dukpt bdk must be a double-length key (32 hex digits)")
-    try:
-        require_odd_parity(bdk, "dukpt bdk")
     except CryptoKeyError as exc:
         raise DukptSetupError(f"{who}: {exc}") from None
+    except ValueError:
+        raise DukptSetupError(f"{who}: dukpt ksn is not hex") from None
     if len(ksn) != KSN_LENGTH:
         raise DukptSetupError(f"{who}: dukpt ksn must be {2 * KSN_LENGTH} hex digits")
     if ksn_counter(ksn):

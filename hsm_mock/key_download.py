@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .cipher import require_odd_parity, tdes_ecb_decrypt, tdes_ecb_encrypt
+from .cipher import CryptoKeyError, double_length_key, require_odd_parity, tdes_ecb_decrypt, tdes_ecb_encrypt
 from .kcv import tdes_kcv
 
 KEY_LENGTH = 16
@@ -114,13 +114,6 @@ def clear_key(tmk: bytes, cryptogram: bytes) -> bytes:
 def parse_tmk(text: object, who: str) -> bytes:
     """A TMK from its hex form in a profile: double length, odd parity; the error names `who`, not the key."""
     try:
-        key = bytes.fromhex(str(text))
-    except ValueError:
-        raise KeyDownloadError(f"{who}: tmk is not hex") from None
-    if len(key) != KEY_LENGTH:
-        raise KeyDownloadError(f"{who}: tmk is {len(key)} bytes; a TMK is double length (16 bytes, 32 hex digits)")
-    try:
-        require_odd_parity(key, "tmk")
-    except ValueError as exc:
+        return double_length_key(text, "tmk")
+    except CryptoKeyError as exc:
         raise KeyDownloadError(f"{who}: {exc}") from None
-    return key

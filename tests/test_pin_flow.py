@@ -284,3 +284,37 @@ def test_a_track_key_needs_a_dialect_that_can_ask_for_one() -> None:
 
     with pytest.raises(ProfileError, match="track_key needs a dialect"):
         load_profile("10000001", dialect="iso87ascii", track_key=True)
+
+
+@pytest.mark.parametrize(("setting", "complaint"), [
+    ({"bdk": "0123456789ABCDEFFEDCBA987654321", "ksn": "FFFF9876543210E00000"}, "dukpt bdk is not hex"),
+    ({"bdk": "0023456789ABCDEFFEDCBA9876543210", "ksn": "FFFF9876543210E00000"}, "dukpt bdk byte 1 of 16 has even parity"),
+    ({"bdk": "0123456789ABCDEFFEDCBA9876543210", "ksn": "FFFF9876543210E0000"}, "dukpt ksn is not hex"),
+    ({"bdk": "0123456789ABCDEFFEDCBA9876543210", "ksn": "FFFF9876543210E00003"}, "initial KSN (transaction counter 0)"),
+    ("FFFF", "dukpt must be a mapping"),
+])
+def test_a_bad_dukpt_setting_is_named_without_its_key(setting, complaint) -> None:
+    from possim.terminal.profile import ProfileError
+
+    with pytest.raises(ProfileError, match=r"terminal '10000003': .*" + complaint.replace("(", r"\(").replace(")", r"\)")) as caught:
+        load_profile("10000003", dukpt=setting)
+    assert "0123456789ABCDEF" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("pin", "complaint"), [
+    ({"method": "pvv", "pvk": "4A016BE0D90225207F57730BEFE545E5", "zpk": "2391C22C85016E4F925762455E2A314F"}, "`method` must be one of"),
+    ({"method": "visa-pvv", "pvk": "4A016BE0D90225207F57730BEFE545E4", "zpk": "2391C22C85016E4F925762455E2A314F"}, "pvk byte 16 of 16 has even parity"),
+    ({"method": "visa-pvv", "pvk": "4A016BE0D90225207F57730BEFE545E5", "zpk": "2391C22C"}, "zpk is 4 bytes"),
+    ({"method": "visa-pvv", "pvk": "4A016BE0D90225207F57730BEFE545E5", "zpk": "2391C22C85016E4F925762455E2A314F", "tries": 0}, "`tries` must be"),
+])
+def test_a_bad_issuer_pin_setting_is_named_with_its_file_and_issuer(pin, complaint, tmp_path) -> None:
+    from possim.acquirer.issuer import IssuerStub
+    from possim.fixtures import FixtureError
+
+    shutil.copy(fixture_path("cards.yaml"), tmp_path / "cards.yaml")
+    accounts = yaml.safe_load(fixture_path("accounts.yaml").read_text())
+    accounts["issuers"][0]["pin"] = pin
+    (tmp_path / "accounts.yaml").write_text(yaml.safe_dump(accounts))
+    with pytest.raises(FixtureError, match="accounts.yaml: issuer City Commercial Bank: pin: .*" + complaint) as caught:
+        IssuerStub.from_fixtures(tmp_path)
+    assert "4A016BE0" not in str(caught.value)
