@@ -329,7 +329,7 @@ def _external_hsm(address: str, lmk: Any) -> Any:
         reply = client.call("NC", "")
     except HsmUnavailable as exc:
         client.close()
-        raise CommandError(f"--hsm {address}: {exc}") from None
+        raise CommandError(f"--hsm: {exc}") from None
     expected = lmk.check_value().hex().upper()
     if not reply.ok or reply.fields[:16] != expected:
         client.close()

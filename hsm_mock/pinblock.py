@@ -38,8 +38,10 @@ def _rng(rng: RandomSource | None) -> RandomSource:
 
 
 def _check_pin(pin: str) -> None:
-    if not (_PIN_MIN <= len(pin) <= _PIN_MAX) or not set(pin) <= _DIGITS:
-        raise PinBlockError(f"pin: {len(pin)} characters given; a PIN is {_PIN_MIN} to {_PIN_MAX} decimal digits")
+    if not set(pin) <= _DIGITS:
+        raise PinBlockError(f"pin: not all decimal digits; a PIN is {_PIN_MIN} to {_PIN_MAX} decimal digits")
+    if not _PIN_MIN <= len(pin) <= _PIN_MAX:
+        raise PinBlockError(f"pin: {len(pin)} digits given; a PIN is {_PIN_MIN} to {_PIN_MAX} decimal digits")
 
 
 def _check_pan(pan: str, minimum: int) -> None:

@@ -245,8 +245,10 @@ def test_a_terminal_refuses_a_pin_it_cannot_encrypt(tmp_path) -> None:
             with pytest.raises(TerminalError, match="no working PIN key: sign on first"):
                 await buy(fresh, 1000, "approve", "1234")
             t1 = await lab.signed_on()
-            with pytest.raises(TerminalError, match="PIN not accepted: pin: 3 characters"):
+            with pytest.raises(TerminalError, match="PIN not accepted: pin: 3 digits given"):
                 await buy(t1, 1000, "approve", "123")
+            with pytest.raises(TerminalError, match="PIN not accepted: pin: not all decimal digits"):
+                await buy(t1, 1000, "approve", "abcd")
             assert t1.state.pending_reversal() is None  # nothing was sent, nothing is owed
 
     asyncio.run(main())
