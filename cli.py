@@ -727,6 +727,7 @@ def hsm_serve(listen: str, lmk_path: str | None, log_level: str, as_json: bool) 
     Commands NC, BU, A0, A6/A8, CA, G0, DA/DC, EA/EC, CW/CY and M6/M8; layouts in docs/hsm.md.
     """
     import asyncio
+    import logging
 
     from possim.hsm_mock.device import Hsm
     from possim.hsm_mock.lmk import VariantLmk
@@ -740,6 +741,7 @@ def hsm_serve(listen: str, lmk_path: str | None, log_level: str, as_json: bool) 
         lambda bound: {"listening": bound, "lmk": lmk_path or "test", "lmk_check": lmk.check_value().hex().upper()},
         lambda r: f"possim hsm listening on {r['listening']} (LMK {r['lmk']}, check {r['lmk_check']})",
     ))
+    logging.getLogger("possim.hsm").info("hsm stopped")
 
 
 @hsm.group("tr31", cls=PossimGroup)

@@ -305,7 +305,7 @@ class HostCore:
         txn = self._transaction(
             req, card, pan_hash, _fingerprint(message, pan_hash), Outcome(code, "mac", problem), response, ctx, 0, None
         )
-        self.journal.record(Unit((self._entry_in(req, problem), self._entry_out(req, response)), insert=txn, at=req.at))
+        self.journal.record(Unit((self._entry_in(req, problem), self._entry_out(req, response, problem)), insert=txn, at=req.at))
         return Reply(data)
 
     def _initial_batch(self, message: Message) -> str:
@@ -346,7 +346,7 @@ class HostCore:
         txn = self._transaction(req, card, pan_hash, fingerprint, outcome, response, ctx, posted, auth_code)
         postings = (Posting(ctx.account.id, -posted),) if posted and ctx.account else ()
         self.journal.record(Unit(
-            (self._entry_in(req, None), self._entry_out(req, response)), insert=txn, postings=postings,
+            (self._entry_in(req, None), self._entry_out(req, response, outcome.reason)), insert=txn, postings=postings,
             pin_tries=ctx.pin_tries, at=req.at,
         ))
         return Reply(data, _delay(rule))
@@ -565,13 +565,18 @@ class HostCore:
         m = req.message
         return MessageEntry(req.at, "in", req.peer, m.get(41), m.mti, m.get(11), redacted_fields(m), None, note)
 
-    def _entry_out(self, req: _Request, response: Message) -> MessageEntry:
-        """The message-log entry of an answer; also the one log line per answer an operator watches."""
+    def _entry_out(self, req: _Request, response: Message, why: str | None = None) -> MessageEntry:
+        """The message-log entry of an answer; also the one log line per answer an operator watches.
+
+        `why` is a decline's reason (pipeline reasons never carry card data), so an operator
+        watching the log sees that a 96 came from an unreachable HSM, not only that it came.
+        """
         if log.isEnabledFor(logging.INFO):
             m = req.message
             amount = f" amount {m[4]}" if 4 in m else ""
-            log.info("%s %s tid %s stan %s%s -> %s %s", req.peer, m.mti, m.get(41), m.get(11), amount,
-                     response.mti, response.get(39))
+            reason = f" ({why})" if why else ""
+            log.info("%s %s tid %s stan %s%s -> %s %s%s", req.peer, m.mti, m.get(41), m.get(11), amount,
+                     response.mti, response.get(39), reason)
         return MessageEntry(req.at, "out", req.peer, response.get(41), response.mti, response.get(11),
                             redacted_fields(response), response.get(39))
 

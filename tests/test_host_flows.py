@@ -282,7 +282,7 @@ def test_the_host_logs_one_line_per_answer_without_card_data(host, caplog):
         pos.exchange(purchase(host.dialect, "000002", amount=1250, card="insufficient"))
     answers = [r.getMessage() for r in caplog.records if "->" in r.getMessage()]
     assert len(answers) == 2
-    assert answers[1].endswith("0200 tid 10000001 stan 000002 amount 000000001250 -> 0210 51")
+    assert answers[1].endswith("0200 tid 10000001 stan 000002 amount 000000001250 -> 0210 51 (insufficient funds)")
     assert not any(CARDS["insufficient"]["pan"][:-1] in r.getMessage() for r in caplog.records)
 
 

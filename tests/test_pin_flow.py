@@ -9,6 +9,7 @@ business day; nothing is posted unless the PIN verified.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import sqlite3
@@ -193,7 +194,8 @@ def test_a_terminal_with_stale_keys_is_refused_and_treats_the_answer_as_none(hsm
     asyncio.run(main())
 
 
-def test_an_unreachable_hsm_declines_96_and_the_host_keeps_serving(tmp_path) -> None:
+def test_an_unreachable_hsm_declines_96_and_the_host_keeps_serving(tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, "possim.host")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()
@@ -204,6 +206,7 @@ def test_an_unreachable_hsm_declines_96_and_the_host_keeps_serving(tmp_path) -> 
             with_pin = await buy(t1, 1000, "approve", "1234")
             assert with_pin.response_code == "96"
             assert "HSM unavailable" in lab.row(t1).decline_reason
+            assert "-> 0210 96 (HSM unavailable: HSM at" in caplog.text  # the operator's log says why
             assert (await buy(t1, 1000, "approve", None)).response_code == "00"
 
     asyncio.run(main())
