@@ -18,11 +18,13 @@ import yaml
 
 from .framing import LENGTH_KINDS, Framing
 from .message import Message
+from .transactions import TransactionKind, parse_transactions
 
 _FIELD_KEYS = {"data_enc", "len_enc", "len_type", "max_len", "desc", "len_count", "left_pad", "right_pad", "type"}
 _REQUIRED_KEYS = {"data_enc", "len_enc", "len_type", "max_len"}
 _FIELD_TYPES = {"n", "an", "ans", "b", "z", "ns", "xn"}
-_RESPONSE_DEFAULTS = {"terminal_unknown": "58", "not_signed_on": "58", "mac_error": "63"}
+_RESPONSE_DEFAULTS = {"terminal_unknown": "58", "not_signed_on": "58", "mac_error": "63", "batch_closed": "80",
+                      "out_of_balance": "95"}
 
 
 class DialectError(ValueError):
@@ -47,6 +49,8 @@ class Dialect:
     """Where a role lives: "70" for a whole field, "60.3" for a subfield."""
     conventions: dict[str, Any] = field(default_factory=dict)
     responses: dict[str, str] = field(default_factory=dict)
+    transactions: dict[str, TransactionKind] = field(default_factory=dict)
+    """The POS transaction set: kind -> its MTI, processing code, condition code (docs/transactions.md)."""
     source: str = ""
 
     def field_name(self, number: int) -> str:
@@ -58,6 +62,20 @@ class Dialect:
 
     def convention(self, name: str, default: Any = None) -> Any:
         return self.conventions.get(name, default)
+
+    def transaction(self, name: str) -> TransactionKind:
+        kind = self.transactions.get(name)
+        if kind is None:
+            raise KeyError(f"dialect {self.name} has no transaction {name!r} (it has {', '.join(self.transactions)})")
+        return kind
+
+    def transaction_of(self, message: Message) -> TransactionKind | None:
+        """The kind of a request, by MTI class, processing code and condition code (field 25, 00 when absent)."""
+        key = (message.mti[1:3], message.get(3) or "", message.get(25) or "00")
+        for kind in self.transactions.values():
+            if kind.key == key:
+                return kind
+        return None
 
     def split(self, number: int, value: str) -> dict[str, str]:
         """Cut a field with declared subfields into named parts; a short value yields fewer parts."""
@@ -147,7 +165,8 @@ def _read(name_or_path: str) -> tuple[dict[str, Any], str]:
     return raw, source
 
 
-_TOP_KEYS = {"name", "description", "base", "framing", "mac", "subfields", "roles", "conventions", "responses", "fields"}
+_TOP_KEYS = {"name", "description", "base", "framing", "mac", "subfields", "roles", "conventions", "responses", "fields",
+             "transactions"}
 
 
 def _build(raw: dict[str, Any], source: str, chain: tuple[str, ...]) -> Dialect:
@@ -180,8 +199,16 @@ def _build(raw: dict[str, Any], source: str, chain: tuple[str, ...]) -> Dialect:
         roles=roles,
         conventions={**(base.conventions if base else {}), **_mapping(raw, "conventions", source)},
         responses={**(base.responses if base else {}), **_responses(raw, source)},
+        transactions=_transactions(raw, base, source),
         source=source,
     )
+
+
+def _transactions(raw: dict[str, Any], base: Dialect | None, source: str) -> dict[str, TransactionKind]:
+    try:
+        return parse_transactions(raw.get("transactions"), base.transactions if base else {}, source)
+    except ValueError as exc:
+        raise DialectError(str(exc)) from None
 
 
 def _responses(raw: dict[str, Any], source: str) -> dict[str, str]:
