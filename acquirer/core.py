@@ -26,7 +26,7 @@ import hashlib
 import logging
 import random
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -46,8 +46,11 @@ from possim.wire.trace import mask_pan, redacted_fields
 from .issuer import IssuerStub
 from .journal import (
     APPROVED, DECLINED, ORPHAN_REVERSAL, REVERSED,
-    AccountBalance, Journal, JournalError, MessageEntry, Posting, TerminalSession, Transaction, Unit,
+    AccountBalance, Hold, Journal, JournalError, MessageEntry, Posting, TerminalSession, Transaction, Unit,
 )
+from .batch_close import BatchClose
+from .reply import Reply
+from .effects import Effects, approved_effects, expiry_effects, reversal_effects
 from .pin_check import PinVerifier
 from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, log_fault, read_card, run
 from .registry import Registry
@@ -60,19 +63,12 @@ _FINANCIAL_ECHO = (3, 4, 7, 11, 25, 41, 42, 49)
 _REVERSAL_ECHO = (3, 4, 7, 11, 41, 42, 49, 90)
 _NETWORK_ECHO = (7, 11, 41, 42)
 _RRN_BLOCK = 1000
-_MACED_KINDS = ("10", "20", "40")
-"""Request kinds (MTI digits 2-3) that carry a MAC once the terminal has a MAC key, and whose answers do."""
+_MACED_KINDS = ("10", "20", "22", "40", "42", "50", "32")
+"""Request kinds (MTI digits 2-3) that carry a MAC once the terminal has a MAC key, and whose answers do:
+everything that moves money or closes a batch."""
+_MACED_ANSWERS = ("11", "21", "23", "41", "43", "51", "33")
 _KEY_ROLES = ("working_keys", "mac", "ksn")
 """Roles whose fields belong to one message and are never echoed into its answer."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What to do with one request: write `data` (a whole frame) after `delay` seconds, then close if `close`."""
-
-    data: bytes | None = None
-    delay: float = 0.0
-    close: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +107,8 @@ class HostCore:
         steps: Sequence[Step] = STEPS,
         hsm: HsmClient | None = None,
         lmk: VariantLmk | None = None,
+        preauth_hold: timedelta = timedelta(days=7),
+        completion_tolerance_percent: int = 15,
     ):
         """`hsm` is how PINs get checked: an HSM over TCP, or by default one in this process.
         `lmk` is the HSM's LMK (default: the published test LMK); the host keeps keys under it."""
@@ -135,6 +133,11 @@ class HostCore:
         maced = dialect.mac_scheme in MAC_SCHEMES and "mac" in dialect.roles
         self._mac = MessageMac(self.codec) if maced else None
         self._rrn_next = self._rrn_end = 0
+        self.preauth_hold = preauth_hold
+        """How long a pre-authorization holds funds before they go back to the account."""
+        self.completion_tolerance_percent = completion_tolerance_percent
+        """How far above its pre-authorization a completion may go."""
+        self._batch_close = BatchClose(self)
         self._track_key_code = dialect.convention("sign_on_track_key_code")
         self._sign_on_codes = {SIGN_ON, dialect.convention("sign_on_code", SIGN_ON), self._track_key_code} - {None}
         """Network codes that sign on: ISO's 001, and the dialect's own (cup 003, and 004 with a track key).
@@ -214,10 +217,14 @@ class HostCore:
             return self._mac_refused(req, problem)
         if request_kind == "80":
             return self._network(req)
-        if request_kind in ("10", "20"):
+        if request_kind in ("10", "20", "22"):
             return self._financial(req)
-        if request_kind == "40":
+        if request_kind in ("40", "42"):
             return self._reversal(req)
+        if request_kind == "50":
+            return self._batch_close.totals(req)
+        if request_kind == "32":
+            return self._batch_close.upload(req)
         return self._answer_only(req, _NETWORK_ECHO, "12", f"message type {mti} is not supported")
 
     # ---- 0800: sign-on, sign-off, echo ----
@@ -334,22 +341,35 @@ class HostCore:
         if existing is not None:
             return self._repeat(req, existing, fingerprint, rule)
 
-        ctx = Context(message, req.now, req.business_date, self._services, card, rule)
+        self._expire_holds(req)
+        ctx = Context(message, req.now, req.business_date, self._services, card, rule,
+                      kind=self.dialect.transaction_of(message), preauth_tolerance_percent=self.completion_tolerance_percent)
         outcome = run(self._steps, ctx)
         response = self._response(message, _FINANCIAL_ECHO, outcome.code, req.now)
         response[37] = self._rrn(req.now)
         auth_code = None
+        effects = Effects()
         if outcome.approved:
-            auth_code = response[38] = f"{self._rng.randrange(1_000_000):06d}"
+            auth_code = response[38] = message.get(38) if ctx.kind and ctx.kind.name == "offline" and message.get(38) \
+                else f"{self._rng.randrange(1_000_000):06d}"
+            effects = approved_effects(ctx, req.at, self.preauth_hold)
+            if ctx.kind and ctx.kind.name == "balance" and ctx.account is not None:
+                response[54] = _balance_field(self.journal.balance(ctx.account.id) or 0, ctx.account.currency)
         data = self._frame(response, req.envelope)
-        posted = ctx.amount if outcome.approved and message.mti[1] == "2" and ctx.account else 0
-        txn = self._transaction(req, card, pan_hash, fingerprint, outcome, response, ctx, posted, auth_code)
-        postings = (Posting(ctx.account.id, -posted),) if posted and ctx.account else ()
+        txn = self._transaction(req, card, pan_hash, fingerprint, outcome, response, ctx, effects.posted, auth_code)
         self.journal.record(Unit(
-            (self._entry_in(req, None), self._entry_out(req, response, outcome.reason)), insert=txn, postings=postings,
-            pin_tries=ctx.pin_tries, at=req.at,
+            (self._entry_in(req, None), self._entry_out(req, response, outcome.reason)), insert=txn,
+            updates=effects.updates, postings=effects.postings, holds=effects.holds, pin_tries=ctx.pin_tries, at=req.at,
         ))
         return Reply(data, _delay(rule))
+
+    def _expire_holds(self, req: _Request) -> None:
+        """Release pre-authorization holds whose time is up, before anyone counts on the funds."""
+        due = self.journal.expiring_holds(req.at)
+        if due:
+            postings, holds = expiry_effects(due, req.at)
+            self.journal.record(Unit(postings=postings, holds=holds, at=req.at))
+            log.info("%d pre-authorization hold(s) expired and released", len(due))
 
     def _transaction(
         self, req: _Request, card: CardData, pan_hash: str | None, fingerprint: str,
@@ -383,7 +403,14 @@ class HostCore:
             response_fields={str(n): v for n, v in response.fields.items()},
             created_at=req.at,
             updated_at=req.at,
+            kind=ctx.kind.name if ctx.kind else None,
+            batch_number=self._open_batch(message[41]),
+            original_id=ctx.original.id if ctx.original else None,
         )
+
+    def _open_batch(self, tid: str) -> str | None:
+        session = self.journal.terminal(tid)
+        return session.batch_number if session else None
 
     def _repeat(self, req: _Request, first: Transaction, fingerprint: str, rule: Rule | None) -> Reply:
         """A request whose key the host has seen: a retransmission, or a STAN reused (94)."""
@@ -415,8 +442,10 @@ class HostCore:
         original = self.journal.transaction(tid, stan, key_date)
         response = self._response(message, _REVERSAL_ECHO, "00", req.now, stamp=False)
         data = self._frame(response, req.envelope)
-        insert = update = None
+        insert = None
+        updates: tuple[Transaction, ...] = ()
         postings: tuple[Posting, ...] = ()
+        holds: tuple[Hold, ...] = ()
         mismatch = _mismatch(message, original) if original is not None else None
         if mismatch is not None:
             note = f"does not reverse transaction {original.id} ({mismatch}): nothing reversed"
@@ -427,18 +456,27 @@ class HostCore:
             update = original
             if original.status == APPROVED:
                 update.status = REVERSED
+                postings, updates, holds = self._undo(original, req.at)
             update.reversal_mti, update.reversal_stan = message.mti, message[11]
             update.reversal_reason, update.reversed_at, update.updated_at = message.get(39), req.at, req.at
             if original.posted_amount and original.account_id:
-                postings = (Posting(original.account_id, original.posted_amount),)
+                postings = (Posting(original.account_id, original.posted_amount), *postings)
+            updates = (update, *updates)
             note = f"reverses transaction {original.id}"
         else:
             note = f"repeated reversal of transaction {original.id}: nothing to do"
         self.journal.record(Unit(
             (self._entry_in(req, note), self._entry_out(req, response)),
-            insert=insert, update=update, postings=postings, at=req.at,
+            insert=insert, updates=updates, postings=postings, holds=holds, at=req.at,
         ))
         return Reply(data, _delay(rule))
+
+    def _undo(self, reversed_txn: Transaction, at: str) -> tuple[tuple[Posting, ...], tuple[Transaction, ...], tuple[Hold, ...]]:
+        """What a reversal undoes besides the reversed transaction's own posting (effects.reversal_effects)."""
+        original = self.journal.transaction_by_id(reversed_txn.original_id) if reversed_txn.original_id else None
+        hold_of = reversed_txn.id if reversed_txn.kind == "preauth" else reversed_txn.original_id
+        hold = self.journal.hold(hold_of) if hold_of else None
+        return reversal_effects(reversed_txn, original, hold, at)
 
     def _original_key(self, req: _Request) -> tuple[str, str]:
         """(STAN, date) of the transaction a reversal undoes: field 90 when present, else its own."""
@@ -536,7 +574,7 @@ class HostCore:
 
     def _frame(self, response: Message, envelope: Envelope, sign: bool = True) -> bytes:
         """The framed answer; answers to financial requests and reversals carry a MAC once the terminal has a key."""
-        key = self._mac_key(response.get(41)) if sign and response.mti[1:3] in ("11", "21", "41") else None
+        key = self._mac_key(response.get(41)) if sign and response.mti[1:3] in _MACED_ANSWERS else None
         if key is None or self._mac is None:
             response.fields.pop(self._mac.field_for(response) if self._mac else 64, None)
             return frame(self.framing, self.codec.encode(response), envelope.reply())
@@ -601,6 +639,11 @@ def build_host(
     journal = Journal(db_path, rng=rng, background_checkpoints=True)
     journal.seed_accounts(AccountBalance(a.id, a.currency, a.opening_balance) for a in issuer.accounts())
     return HostCore(dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk)
+
+
+def _balance_field(balance: int, currency: str) -> str:
+    """Field 54: account type 00, amount type 02 (available balance), currency, C or D, 12 digits."""
+    return f"0002{currency}{'C' if balance >= 0 else 'D'}{abs(balance):012d}"
 
 
 def _mismatch(reversal: Message, original: Transaction) -> str | None:

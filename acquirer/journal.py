@@ -49,6 +49,9 @@ APPROVED = "approved"
 DECLINED = "declined"
 REVERSED = "reversed"
 ORPHAN_REVERSAL = "orphan_reversal"
+VOIDED = "voided"
+STATUSES = (APPROVED, DECLINED, REVERSED, ORPHAN_REVERSAL, VOIDED)
+HELD, RELEASED, COMPLETED, EXPIRED = "held", "released", "completed", "expired"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -72,7 +75,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     response_code   TEXT NOT NULL,
     auth_code       TEXT,
     rrn             TEXT,
-    status          TEXT NOT NULL CHECK (status IN ('approved', 'declined', 'reversed', 'orphan_reversal')),
+    status          TEXT NOT NULL,
     decline_step    TEXT,
     decline_reason  TEXT,
     account_id      TEXT,
@@ -86,9 +89,43 @@ CREATE TABLE IF NOT EXISTS transactions (
     reversed_at     TEXT,
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL,
+    kind            TEXT,
+    batch_number    TEXT,
+    original_id     INTEGER,
+    refunded_amount INTEGER NOT NULL DEFAULT 0,
     UNIQUE (terminal_id, stan, key_date)
 );
 CREATE INDEX IF NOT EXISTS transactions_by_date ON transactions (business_date);
+CREATE TABLE IF NOT EXISTS holds (
+    transaction_id INTEGER PRIMARY KEY,
+    account_id     TEXT NOT NULL,
+    amount         INTEGER NOT NULL,
+    expires_at     TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS holds_by_expiry ON holds (state, expires_at);
+CREATE TABLE IF NOT EXISTS batches (
+    terminal_id    TEXT NOT NULL,
+    batch_number   TEXT NOT NULL,
+    business_date  TEXT NOT NULL,
+    closed_at      TEXT NOT NULL,
+    balanced       INTEGER NOT NULL,
+    terminal_totals TEXT NOT NULL,
+    host_totals    TEXT NOT NULL,
+    close_stan     TEXT NOT NULL,
+    PRIMARY KEY (terminal_id, batch_number)
+);
+CREATE TABLE IF NOT EXISTS batch_uploads (
+    terminal_id  TEXT NOT NULL,
+    batch_number TEXT NOT NULL,
+    stan         TEXT NOT NULL,
+    masked_pan   TEXT,
+    amount       INTEGER,
+    card_org     TEXT,
+    at           TEXT NOT NULL,
+    PRIMARY KEY (terminal_id, batch_number, stan)
+);
 CREATE TABLE IF NOT EXISTS messages (
     id            INTEGER PRIMARY KEY,
     at            TEXT NOT NULL,
@@ -169,6 +206,14 @@ class Transaction:
     reversed_at: str | None = None
     created_at: str = ""
     updated_at: str = ""
+    kind: str | None = None
+    """The transaction kind (docs/transactions.md): sale, sale_void, refund, preauth, ..."""
+    batch_number: str | None = None
+    """The terminal's batch it belongs to: compared with the terminal's totals at batch close."""
+    original_id: int | None = None
+    """The transaction a void, refund, completion or pre-auth void refers to."""
+    refunded_amount: int = 0
+    """What refunds have given back of this transaction so far."""
     id: int | None = None
 
 
@@ -177,7 +222,7 @@ _TXN_VALUES = operator.attrgetter(*_TXN_COLUMNS)
 _RESPONSE_FIELDS_AT = _TXN_COLUMNS.index("response_fields")
 _INSERT_TXN = f"INSERT INTO transactions ({', '.join(_TXN_COLUMNS)}) VALUES ({', '.join('?' * len(_TXN_COLUMNS))})"
 _UPDATABLE = ("status", "response_code", "decline_step", "decline_reason", "posted_amount",
-              "reversal_mti", "reversal_stan", "reversal_reason", "reversed_at", "updated_at")
+              "reversal_mti", "reversal_stan", "reversal_reason", "reversed_at", "updated_at", "refunded_amount")
 _UPDATE_TXN = f"UPDATE transactions SET {', '.join(f'{c} = ?' for c in _UPDATABLE)} WHERE id = ?"
 _UPDATE_VALUES = operator.attrgetter(*_UPDATABLE, "id")
 _SELECT_TXN = "SELECT * FROM transactions WHERE terminal_id = ? AND stan = ? AND key_date = ?"
@@ -248,15 +293,57 @@ class PinTries:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Funds a pre-authorization holds: `state` held until released, completed or expired."""
+
+    transaction_id: int | None
+    """None in a Unit that also inserts the pre-auth: the hold takes the inserted row's id."""
+    account_id: str
+    amount: int
+    expires_at: str
+    state: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class ClosedBatch:
+    """A terminal's batch as closed: both sides' totals (JSON-ready dicts) and whether they agreed."""
+
+    terminal_id: str
+    batch_number: str
+    business_date: str
+    closed_at: str
+    balanced: bool
+    terminal_totals: dict[str, object]
+    host_totals: dict[str, object]
+    close_stan: str
+    """The STAN of the 0500 that closed it: the same 0500 again is a retransmission, another one 80."""
+
+
+@dataclass(frozen=True)
+class UploadedRecord:
+    terminal_id: str
+    batch_number: str
+    stan: str
+    masked_pan: str | None
+    amount: int | None
+    card_org: str | None
+    at: str
+
+
+@dataclass(frozen=True)
 class Unit:
     """Everything one request changes, committed together or not at all."""
 
     messages: tuple[MessageEntry, ...] = ()
     insert: Transaction | None = None
-    update: Transaction | None = None
+    updates: tuple[Transaction, ...] = ()
     postings: tuple[Posting, ...] = ()
     terminal: TerminalSession | None = None
     pin_tries: PinTries | None = None
+    holds: tuple[Hold, ...] = ()
+    closed_batch: ClosedBatch | None = None
+    uploads: tuple[UploadedRecord, ...] = ()
     at: str = ""
 
 
@@ -294,7 +381,7 @@ class Journal:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.executescript(_SCHEMA)
-        self._add_key_columns()
+        self._migrate()
         self._batch: _Batch | None = None
         self._pan_hmac = hmac.new(self._load_secret(rng or random.SystemRandom()), digestmod=hashlib.sha256)
         """Keyed once; each PAN hash starts from a copy."""
@@ -305,12 +392,32 @@ class Journal:
             self._checkpointer = _Checkpointer(self.path)
             self._checkpointer.start()
 
-    def _add_key_columns(self) -> None:
-        """A journal written before key download gains the working-key columns."""
+    def _migrate(self) -> None:
+        """A journal written by an earlier possim gains the columns added since, and loses the status
+        CHECK that predates voids (SQLite cannot drop a CHECK in place, so that table is copied)."""
         present = {row[1] for row in self._db.execute("PRAGMA table_info(terminals)")}
         for column in _KEY_COLUMNS:
             if column not in present:
                 self._db.execute(f"ALTER TABLE terminals ADD COLUMN {column} TEXT")
+        (table_sql,) = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'transactions'").fetchone()
+        if "CHECK (status IN" in table_sql:
+            old = [row[1] for row in self._db.execute("PRAGMA table_info(transactions)")]
+            with _Atomic(self._db):
+                self._db.execute("ALTER TABLE transactions RENAME TO transactions_before_voids")
+                self._db.execute("DROP INDEX IF EXISTS transactions_by_date")
+                self._db.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS transactions"):
+                                         _SCHEMA.index("CREATE TABLE IF NOT EXISTS holds")].split(";")[0])
+                self._db.execute("CREATE INDEX IF NOT EXISTS transactions_by_date ON transactions (business_date)")
+                columns = ", ".join(old)
+                self._db.execute(f"INSERT INTO transactions ({columns}) SELECT {columns} FROM transactions_before_voids")
+                self._db.execute("DROP TABLE transactions_before_voids")
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(transactions)")}
+        for column, kind in (("kind", "TEXT"), ("batch_number", "TEXT"), ("original_id", "INTEGER"),
+                             ("refunded_amount", "INTEGER NOT NULL DEFAULT 0")):
+            if column not in present:
+                self._db.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS transactions_by_rrn ON transactions (rrn)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS transactions_by_batch ON transactions (terminal_id, batch_number)")
 
     def _load_secret(self, rng: random.Random) -> bytes:
         self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pan_hash_secret', ?)", (rng.randbytes(32).hex(),))
@@ -384,8 +491,8 @@ class Journal:
             db = self._db
             if unit.insert is not None:
                 inserted = db.execute(_INSERT_TXN, _txn_values(unit.insert)).lastrowid
-            if unit.update is not None:
-                db.execute(_UPDATE_TXN, _UPDATE_VALUES(unit.update))
+            for update in unit.updates:
+                db.execute(_UPDATE_TXN, _UPDATE_VALUES(update))
             for posting in unit.postings:
                 if db.execute(_POST, (posting.delta, unit.at, posting.account_id)).rowcount != 1:
                     raise JournalError(f"no account {posting.account_id} to post to")
@@ -397,6 +504,20 @@ class Journal:
             if unit.pin_tries is not None:
                 p = unit.pin_tries
                 db.execute("INSERT OR REPLACE INTO pin_tries VALUES (?, ?, ?)", (p.pan_hash, p.business_date, p.failures))
+            for hold in unit.holds:
+                db.execute("INSERT OR REPLACE INTO holds VALUES (?, ?, ?, ?, ?, ?)", (
+                    hold.transaction_id if hold.transaction_id is not None else inserted,
+                    hold.account_id, hold.amount, hold.expires_at, hold.state, hold.updated_at,
+                ))
+            if unit.closed_batch is not None:
+                b = unit.closed_batch
+                db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
+                    b.terminal_id, b.batch_number, b.business_date, b.closed_at, int(b.balanced),
+                    _JSON.encode(b.terminal_totals), _JSON.encode(b.host_totals), b.close_stan,
+                ))
+            for r in unit.uploads:
+                db.execute("INSERT OR IGNORE INTO batch_uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (r.terminal_id, r.batch_number, r.stan, r.masked_pan, r.amount, r.card_org, r.at))
             if self._batch is None:
                 db.executemany(_INSERT_MESSAGE, messages)
             else:
@@ -425,6 +546,51 @@ class Journal:
     def terminal(self, terminal_id: str) -> TerminalSession | None:
         row = self._db.execute(_SELECT_TERMINAL, (terminal_id,)).fetchone()
         return TerminalSession(*row) if row is not None else None
+
+    def transaction_by_rrn(self, rrn: str) -> Transaction | None:
+        row = self._db.execute("SELECT * FROM transactions WHERE rrn = ? ORDER BY id LIMIT 1", (rrn,)).fetchone()
+        return _txn(row) if row is not None else None
+
+    def transaction_by_id(self, transaction_id: int) -> Transaction | None:
+        row = self._db.execute("SELECT * FROM transactions WHERE id = ?", (transaction_id,)).fetchone()
+        return _txn(row) if row is not None else None
+
+    def hold(self, transaction_id: int) -> Hold | None:
+        row = self._db.execute("SELECT * FROM holds WHERE transaction_id = ?", (transaction_id,)).fetchone()
+        return Hold(*row) if row is not None else None
+
+    def expiring_holds(self, now: str) -> list[Hold]:
+        """Holds still held whose time has come (`now` as journaled timestamps are written)."""
+        rows = self._db.execute("SELECT * FROM holds WHERE state = 'held' AND expires_at <= ?", (now,))
+        return [Hold(*row) for row in rows]
+
+    def batch_transactions(self, terminal_id: str, batch_number: str) -> list[Transaction]:
+        rows = self._db.execute(
+            "SELECT * FROM transactions WHERE terminal_id = ? AND batch_number = ? ORDER BY id", (terminal_id, batch_number)
+        )
+        return [_txn(r) for r in rows]
+
+    def closed_batch(self, terminal_id: str, batch_number: str) -> ClosedBatch | None:
+        row = self._db.execute(
+            "SELECT terminal_id, batch_number, business_date, closed_at, balanced, terminal_totals, host_totals, close_stan"
+            " FROM batches WHERE terminal_id = ? AND batch_number = ?", (terminal_id, batch_number),
+        ).fetchone()
+        if row is None:
+            return None
+        return ClosedBatch(row[0], row[1], row[2], row[3], bool(row[4]), json.loads(row[5]), json.loads(row[6]), row[7])
+
+    def last_closed_batch(self, terminal_id: str) -> ClosedBatch | None:
+        row = self._db.execute(
+            "SELECT batch_number FROM batches WHERE terminal_id = ? ORDER BY closed_at DESC, batch_number DESC LIMIT 1",
+            (terminal_id,),
+        ).fetchone()
+        return self.closed_batch(terminal_id, row[0]) if row else None
+
+    def uploads(self, terminal_id: str, batch_number: str) -> list[UploadedRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM batch_uploads WHERE terminal_id = ? AND batch_number = ? ORDER BY stan", (terminal_id, batch_number)
+        )
+        return [UploadedRecord(*r) for r in rows]
 
     def pin_failures(self, pan_hash: str, business_date: str) -> int:
         """Wrong PINs entered for the card today; a new business day starts again from 0."""

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from possim.wire.message import Message
 from possim.wire.money import currency as find_currency
+from possim.wire.transactions import TransactionKind
 
-from .journal import PinTries
+from .journal import APPROVED, HELD, Hold, PinTries, Transaction
 
 if TYPE_CHECKING:
     from possim.wire.dialect import Dialect
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("possim.host")
 
 MANDATORY_FIELDS = (3, 4, 11, 22, 41, 42, 49)
-SUPPORTED_PROCESSING_CODES = frozenset({"000000"})
-"""Purchase only, for now; pre-authorization (030000) comes with holds."""
+DEBITS = frozenset({"sale", "preauth", "completion", "offline", "authorization"})
+"""Kinds that take (or hold) the cardholder's money: account rules apply to them."""
+FUNDED = frozenset({"sale", "preauth", "authorization"})
+"""Kinds declined 51 without the funds; a completion was held for, an offline sale already approved."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,13 @@ class Context:
     account: Account | None = None
     pin_tries: PinTries | None = None
     """The card's wrong-PIN count after this request, when the PIN step changed it."""
+    kind: TransactionKind | None = None
+    """The transaction kind the request's MTI, processing code and condition name; None: not one we know."""
+    original: Transaction | None = None
+    """The transaction a void, refund, completion or pre-auth void names by its RRN."""
+    hold: Hold | None = None
+    """The pre-authorization hold a completion or pre-auth void acts on."""
+    preauth_tolerance_percent: int = 15
 
 
 Step = Callable[[Context], "Decline | None"]
@@ -142,7 +152,11 @@ def terminal_signed_on(ctx: Context) -> Decline | None:
 
 def fields_valid(ctx: Context) -> Decline | None:
     message = ctx.message
-    missing = [str(n) for n in MANDATORY_FIELDS if n not in message]
+    if ctx.kind is None:
+        return Decline("12", f"no transaction of this dialect is MTI {message.mti} with processing code "
+                             f"{message.get(3)} and condition {message.get(25) or '00'}")
+    balance = ctx.kind.name == "balance"
+    missing = [str(n) for n in MANDATORY_FIELDS if n not in message and not (balance and n == 4)]
     if ctx.services.dialect.convention("transmission_datetime") and 7 not in message:
         missing.append("7")
     if ctx.card.problem is not None:
@@ -153,11 +167,11 @@ def fields_valid(ctx: Context) -> Decline | None:
         missing.append("14")
     if missing:
         return Decline("30", f"missing mandatory field {', '.join(missing)}")
-    amount = message[4]
-    if not amount.isdigit() or int(amount) == 0:
+    if ctx.kind.references_original and 37 not in message:
+        return Decline("30", f"missing mandatory field 37 (the original's RRN, for a {ctx.kind.name})")
+    amount = message.get(4, "0")
+    if not amount.isdigit() or (int(amount) == 0 and not balance):
         return Decline("13", "amount is zero or not numeric")
-    if message[3] not in SUPPORTED_PROCESSING_CODES:
-        return Decline("12", f"processing code {message[3]} is not supported")
     try:
         known = find_currency(message[49]).numeric == message[49]
     except ValueError:
@@ -240,6 +254,52 @@ def pin_verified(ctx: Context) -> Decline | None:
     return Decline("55", f"{check.reason}: wrong PIN {failures} of {tries}")
 
 
+def original_valid(ctx: Context) -> Decline | None:
+    """A void, refund, completion or pre-auth void must name (field 37) an original it may act on."""
+    kind = ctx.kind
+    if kind is None or not kind.references_original:
+        return None
+    journal, message = ctx.services.journal, ctx.message
+    original = journal.transaction_by_rrn(message[37])
+    if original is None or original.merchant_id != message.get(42):
+        return Decline("25", f"no transaction with RRN {message[37]} for merchant {message.get(42)}")
+    ctx.original = original
+    wanted = {"sale_void": ("sale",), "completion_void": ("completion",), "refund": ("sale", "completion", "offline"),
+              "completion": ("preauth",), "preauth_void": ("preauth",)}[kind.name]
+    if original.kind not in wanted or original.response_code != "00":
+        return Decline("12", f"RRN {message[37]} is a {original.kind or original.mti} {original.status}, "
+                             f"not an approved {' or '.join(wanted)}")
+    if original.status != APPROVED:
+        return Decline("12", f"the original (RRN {message[37]}) is {original.status}")
+    if kind.name in ("sale_void", "completion_void"):
+        return _voidable(ctx, original)
+    if kind.name == "refund":
+        remaining = (original.amount or 0) - original.refunded_amount
+        if (ctx.amount or 0) > remaining:
+            return Decline("13", f"refund of {ctx.amount} is above the {remaining} still refundable of RRN {message[37]}")
+        return None
+    hold = journal.hold(original.id or 0)
+    if hold is None or hold.state != HELD:
+        return Decline("12", f"the pre-authorization (RRN {message[37]}) is {hold.state if hold else 'not held'}")
+    ctx.hold = hold
+    if kind.name == "completion":
+        ceiling = hold.amount * (100 + ctx.preauth_tolerance_percent) // 100
+        if (ctx.amount or 0) > ceiling:
+            return Decline("13", f"completion of {ctx.amount} is above the pre-authorized {hold.amount}"
+                                 f" plus {ctx.preauth_tolerance_percent}% ({ceiling})")
+    return None
+
+
+def _voidable(ctx: Context, original: Transaction) -> Decline | None:
+    """A void cancels a transaction of the same terminal's open batch, for exactly its amount."""
+    session = ctx.services.journal.terminal(ctx.message[41])
+    if original.terminal_id != ctx.message[41] or session is None or original.batch_number != session.batch_number:
+        return Decline("12", f"RRN {ctx.message[37]} is not in terminal {ctx.message[41]}'s open batch")
+    if ctx.amount != original.amount:
+        return Decline("13", f"void of {ctx.amount}: the original was {original.amount}")
+    return None
+
+
 def account_rules(ctx: Context) -> Decline | None:
     issuer = ctx.services.issuer
     card = issuer.card(ctx.card.pan or "")
@@ -247,11 +307,15 @@ def account_rules(ctx: Context) -> Decline | None:
     if account is None:
         raise LookupError("card on file without an account")
     ctx.account = account
+    if ctx.kind is None or ctx.kind.name not in DEBITS:
+        return None
     return issuer.account_refusal(account, ctx.amount or 0, ctx.currency or "")
 
 
 def funds(ctx: Context) -> Decline | None:
     assert ctx.account is not None
+    if ctx.kind is None or ctx.kind.name not in FUNDED:
+        return None
     balance = ctx.services.journal.balance(ctx.account.id)
     if balance is None:
         raise LookupError("account missing from the journal")
@@ -268,6 +332,7 @@ STEPS: tuple[Step, ...] = (
     issuer_available,
     card_status,
     pin_verified,
+    original_valid,
     account_rules,
     funds,
 )

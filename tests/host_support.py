@@ -34,7 +34,7 @@ START = datetime(2026, 6, 15, 10, 0, 0)
 CARDS = {c["name"]: c for c in load_fixture("cards.yaml")["cards"]}
 OPENING = {a["id"]: a["balance"] for a in load_fixture("accounts.yaml")["accounts"]}
 TMKS = {t["tid"]: bytes.fromhex(t["tmk"]) for t in load_fixture("terminals.yaml")["terminals"] if "tmk" in t}
-MACED_KINDS = ("10", "20", "40")
+MACED_KINDS = ("10", "20", "22", "40", "42", "50", "32")
 
 
 def host_clock() -> SteppingClock:

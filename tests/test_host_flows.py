@@ -86,7 +86,7 @@ def _decline_cases() -> list[tuple[str, dict, str, str]]:
         ("no card on file", dict(pan=unknown_card), "14", "card_status"),
         ("no issuer", dict(pan=no_issuer), "15", "issuer_available"),
         ("zero amount", dict(amount=0), "13", "fields_valid"),
-        ("processing code", dict(processing_code="310000"), "12", "fields_valid"),
+        ("processing code", dict(processing_code="400000"), "12", "fields_valid"),  # a transfer: no kind here
         ("currency", dict(currency="999"), "30", "fields_valid"),
         ("account currency", dict(card="usd"), "57", "account_rules"),
         ("malfunction rule", dict(amount=9601), "96", "scenario_rules"),

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("sale", "sale_void", "refund", "preauth", "preauth_void", "completion", "completion_void", "balance", "offline")
+KINDS = ("sale", "sale_void", "refund", "preauth", "preauth_void", "completion", "completion_void", "balance", "offline",
+         "authorization")
 TOTALS = ("debit", "credit", "none")
 ON_TIMEOUT = ("reverse", "repeat", "nothing")
 REFERENCES_ORIGINAL = frozenset({"sale_void", "refund", "preauth_void", "completion", "completion_void"})
