@@ -272,10 +272,11 @@ def host() -> None:
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--hsm", "hsm_address", help="Check PINs with the payShield-style HSM at HOST:PORT (e.g. `possim hsm serve`); it must hold the host's LMK. Default: an HSM inside the host.")
 @click.option("--lmk", "lmk_path", type=click.Path(dir_okay=False, exists=True), help="Variant LMK file the host keeps keys under (as `possim hsm serve --lmk`); default: the published test LMK.")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, exists=True), help="Scenario rules YAML instead of the fixtures' host_rules.yaml; reloaded when it changes.")
 @json_option
 def host_run(
     listen: str, dialect: str, db: str, fixtures_dir: str | None, trace: str | None, log_level: str,
-    hsm_address: str | None, lmk_path: str | None, as_json: bool,
+    hsm_address: str | None, lmk_path: str | None, rules_file: str | None, as_json: bool,
 ) -> None:
     """Serve terminals over TCP until interrupted (Ctrl-C or SIGTERM).
 
@@ -298,7 +299,7 @@ def host_run(
     lmk = VariantLmk.load(lmk_path) if lmk_path else VariantLmk.test()
     hsm = _external_hsm(hsm_address, lmk) if hsm_address else None
     try:
-        core = build_host(dialect, db, fixtures_dir, hsm=hsm, lmk=lmk)
+        core = build_host(dialect, db, fixtures_dir, hsm=hsm, lmk=lmk, rules_file=rules_file)
     except sqlite3.Error as exc:
         raise CommandError(f"journal {db}: {exc}") from None
 

@@ -55,6 +55,7 @@ from .pin_check import PinVerifier
 from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, log_fault, read_card, run
 from .registry import Registry
 from .rules import Request, Rule, Rules
+from .settings import HostSettings
 
 log = logging.getLogger("possim.host")
 
@@ -260,7 +261,7 @@ class HostCore:
             session = dataclasses.replace(session, **keys)
         data = self._frame(response, req.envelope)
         self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), terminal=session, at=req.at))
-        return Reply(data, _delay(rule))
+        return _reply(data, rule)
 
     def _working_keys(self, tid: str, with_data_key: bool) -> tuple[str, dict[str, str]] | None:
         """Fresh working keys for a sign-on: the block for the answer, and the keys under the LMK by journal column.
@@ -361,7 +362,7 @@ class HostCore:
             (self._entry_in(req, None), self._entry_out(req, response, outcome.reason)), insert=txn,
             updates=effects.updates, postings=effects.postings, holds=effects.holds, pin_tries=ctx.pin_tries, at=req.at,
         ))
-        return Reply(data, _delay(rule))
+        return _reply(data, rule)
 
     def _expire_holds(self, req: _Request) -> None:
         """Release pre-authorization holds whose time is up, before anyone counts on the funds."""
@@ -426,7 +427,7 @@ class HostCore:
             }.get(first.status, f"STAN reused with different content (transaction {first.id})")
         data = self._frame(response, req.envelope)
         self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), at=req.at))
-        return Reply(data, _delay(rule))
+        return _reply(data, rule)
 
     # ---- 0400 / 0401: reversal ----
 
@@ -469,7 +470,7 @@ class HostCore:
             (self._entry_in(req, note), self._entry_out(req, response)),
             insert=insert, updates=updates, postings=postings, holds=holds, at=req.at,
         ))
-        return Reply(data, _delay(rule))
+        return _reply(data, rule)
 
     def _undo(self, reversed_txn: Transaction, at: str) -> tuple[tuple[Posting, ...], tuple[Transaction, ...], tuple[Hold, ...]]:
         """What a reversal undoes besides the reversed transaction's own posting (effects.reversal_effects)."""
@@ -509,7 +510,7 @@ class HostCore:
         response = self._response(req.message, echo, code, req.now)
         data = self._frame(response, req.envelope)
         self.journal.record(Unit((self._entry_in(req, note), self._entry_out(req, response)), at=req.at))
-        return Reply(data, _delay(rule))
+        return _reply(data, rule)
 
     def _undecodable(self, exc: CodecError, envelope: Envelope, peer: str, now: datetime) -> Reply:
         """Answer 30 to the MTI and STAN that could be read; otherwise close the connection."""
@@ -597,6 +598,7 @@ class HostCore:
             terminal=message.get(41),
             processing_code=message.get(3),
             card_last4=card.pan[-4:] if card and card.pan else None,
+            pan=card.pan if card else None,
         ))
 
     def _entry_in(self, req: _Request, note: str | None) -> MessageEntry:
@@ -627,18 +629,24 @@ def build_host(
     rng: random.Random | None = None,
     hsm: HsmClient | None = None,
     lmk: VariantLmk | None = None,
+    rules_file: str | Path | None = None,
 ) -> HostCore:
     """A host core wired from fixtures, with its journal at `db_path` (accounts seeded on first open).
 
     `hsm` checks PINs; None runs an HSM in this process. `lmk` is that HSM's LMK (default: the test LMK).
+    `rules_file` replaces the fixtures' host_rules.yaml (reloaded as it changes); host.yaml gives the settings.
     """
     dialect = dialect if isinstance(dialect, Dialect) else load_dialect(dialect)
     registry = Registry.from_fixtures(fixtures_dir)
     issuer = IssuerStub.from_fixtures(fixtures_dir)
-    rules = Rules.from_fixtures(fixtures_dir)
+    rules = Rules.from_file(rules_file) if rules_file is not None else Rules.from_fixtures(fixtures_dir)
+    settings = HostSettings.from_fixtures(fixtures_dir)
     journal = Journal(db_path, rng=rng, background_checkpoints=True)
     journal.seed_accounts(AccountBalance(a.id, a.currency, a.opening_balance) for a in issuer.accounts())
-    return HostCore(dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk)
+    return HostCore(
+        dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk,
+        preauth_hold=settings.preauth_hold, completion_tolerance_percent=settings.completion_tolerance_percent,
+    )
 
 
 def _balance_field(balance: int, currency: str) -> str:
@@ -673,8 +681,16 @@ def _year_and_day(day: date) -> str:
     return f"{day.year % 10}{day.timetuple().tm_yday:03d}"
 
 
-def _delay(rule: Rule | None) -> float:
-    return rule.delay if rule is not None else 0.0
+def _reply(data: bytes | None, rule: Rule | None) -> Reply:
+    """The answer as a scenario rule shapes it: on time, late, never (drop) or never and hung up (close).
+    The request is journaled and posted in every case, as a host whose answer is lost would have."""
+    if rule is None:
+        return Reply(data)
+    if rule.drop:
+        return Reply(None)
+    if rule.close:
+        return Reply(None, close=True)
+    return Reply(data, rule.delay)
 
 
 def _stamp(now: datetime) -> str:
