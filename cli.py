@@ -413,33 +413,148 @@ def pos_signon(**options: Any) -> None:
     _run_terminal(options, lambda terminal: terminal.sign_on())
 
 
+def card_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How the card is presented: which card, how it was read, and the PIN typed."""
+    options = [
+        click.option("--card", "card_name", default="approve", show_default=True, help="A card name from cards.yaml, or a PAN."),
+        click.option("--expiry", help="Expiry YYMM for a raw PAN (or to override the card's)."),
+        click.option("--entry", type=click.Choice(ENTRIES), default="swipe", show_default=True,
+                     help="How the card is read: magstripe, chip (field 55), contactless chip, or keyed (fields 2 and 14)."),
+        click.option("--manual", is_flag=True, help="Same as --entry manual."),
+        click.option("--pin", help="PIN the cardholder types; it leaves the terminal only as an encrypted PIN block (field 52)."),
+        click.option("--receipt", "receipt_path", type=click.Path(dir_okay=False), help="Append the customer and merchant receipts to this file."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+ENTRIES = ("swipe", "chip", "contactless", "manual")
+
+
+def _minor(terminal: Any, amount: str) -> int:
+    from possim.wire.money import currency, format_major, parse_major
+
+    cur = currency(terminal.profile.currency)
+    minor = parse_major(amount, cur)
+    if minor > MAX_AMOUNT:
+        raise CommandError(f"amount {amount} is too large: field 4 holds at most {format_major(MAX_AMOUNT, cur)} {cur.alpha}")
+    return minor
+
+
+def _card_action(options: dict[str, Any], act: Callable[[Any, Any, str, str | None], Any]) -> None:
+    """Run `act(terminal, card, entry, pin)` with the card options resolved, then write receipts if asked."""
+    from possim.terminal import resolve_card
+
+    card = resolve_card(options.pop("card_name"), options["fixtures_dir"], options.pop("expiry"))
+    entry = "manual" if options.pop("manual") else options.pop("entry")
+    pin = options.pop("pin")
+    receipt = options.pop("receipt_path")
+    _parent_exists(receipt, "--receipt")
+    _run_terminal(options, lambda terminal: act(terminal, card, entry, pin), receipt=receipt)
+
+
 @pos.command("purchase")
 @click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
-@click.option("--card", "card_name", default="approve", show_default=True, help="A card name from cards.yaml, or a PAN.")
-@click.option("--expiry", help="Expiry YYMM for a raw PAN (or to override the card's).")
-@click.option("--manual", is_flag=True, help="Keyed entry (PAN and expiry in fields 2 and 14) instead of a swipe.")
-@click.option("--pin", help="PIN the cardholder types; it leaves the terminal only as an encrypted PIN block (field 52).")
+@card_options
 @pos_options
-def pos_purchase(amount: str, card_name: str, expiry: str | None, manual: bool, pin: str | None, **options: Any) -> None:
-    """Buy: a 0200 purchase. An answer that does not come in time is reversed at once.
+def pos_purchase(amount: str, **options: Any) -> None:
+    """Buy: a sale. An answer that does not come in time is reversed at once.
 
     With --pin the PIN is encrypted under the working PIN key of the last
     sign-on (or the next DUKPT key) and checked by the issuer: 55 wrong PIN,
     75 too many wrong PINs today. The test cards' PINs are in cards.yaml.
     """
-    from possim.terminal import resolve_card
-    from possim.wire.money import currency, format_major, parse_major
+    _card_action(options, lambda t, card, entry, pin: t.purchase(_minor(t, amount), card, pin=pin, entry=entry))
 
-    card = resolve_card(card_name, options["fixtures_dir"], expiry)
 
-    def purchase(terminal: Any) -> Any:
-        cur = currency(terminal.profile.currency)
-        minor = parse_major(amount, cur)
-        if minor > MAX_AMOUNT:
-            raise CommandError(f"amount {amount} is too large: field 4 holds at most {format_major(MAX_AMOUNT, cur)} {cur.alpha}")
-        return terminal.purchase(minor, card, manual=manual, pin=pin)
+@pos.command("void")
+@click.option("--stan", help="STAN of the sale or completion to void (default: the last one of the open batch).")
+@pos_options
+def pos_void(stan: str | None, **options: Any) -> None:
+    """Void a sale or completion of the open batch, for its whole amount."""
+    _run_terminal(options, lambda terminal: terminal.void(stan))
 
-    _run_terminal(options, purchase)
+
+@pos.command("refund")
+@click.option("--amount", required=True, help="Amount to give back, in major units.")
+@click.option("--rrn", required=True, help="RRN of the sale or completion refunded (its receipt shows it).")
+@card_options
+@pos_options
+def pos_refund(amount: str, rrn: str, **options: Any) -> None:
+    """Give back (part of) an earlier sale: an advice, repeated until answered, never reversed."""
+    _card_action(options, lambda t, card, entry, pin: t.refund(_minor(t, amount), card, rrn, entry=entry))
+
+
+@pos.command("preauth")
+@click.option("--amount", required=True, help="Amount to hold, in major units.")
+@card_options
+@pos_options
+def pos_preauth(amount: str, **options: Any) -> None:
+    """Pre-authorize: hold funds for a later completion (hotels, fuel, deposits)."""
+    _card_action(options, lambda t, card, entry, pin: t.preauth(_minor(t, amount), card, pin=pin, entry=entry))
+
+
+@pos.command("preauth-cancel")
+@click.option("--amount", required=True, help="The pre-authorized amount, in major units.")
+@click.option("--rrn", required=True, help="RRN of the pre-authorization.")
+@click.option("--auth", "auth_code", required=True, help="Its authorization code.")
+@card_options
+@pos_options
+def pos_preauth_cancel(amount: str, rrn: str, auth_code: str, **options: Any) -> None:
+    """Cancel a pre-authorization: its hold goes back to the account."""
+    _card_action(options, lambda t, card, entry, pin: t.preauth_void(rrn, auth_code, _minor(t, amount), card, entry=entry, pin=pin))
+
+
+@pos.command("completion")
+@click.option("--amount", required=True, help="Amount to take, in major units (up to the pre-authorized amount plus the host's tolerance).")
+@click.option("--rrn", required=True, help="RRN of the pre-authorization.")
+@click.option("--auth", "auth_code", required=True, help="Its authorization code.")
+@card_options
+@pos_options
+def pos_completion(amount: str, rrn: str, auth_code: str, **options: Any) -> None:
+    """Complete a pre-authorization: take the final amount; the hold is released."""
+    _card_action(options, lambda t, card, entry, pin: t.completion(_minor(t, amount), card, rrn, auth_code, entry=entry, pin=pin))
+
+
+@pos.command("balance")
+@card_options
+@pos_options
+def pos_balance(**options: Any) -> None:
+    """Balance inquiry: the card's available balance (field 54)."""
+    _card_action(options, lambda t, card, entry, pin: t.balance(card, pin=pin, entry=entry))
+
+
+@pos.command("offline")
+@click.option("--amount", required=True, help="Amount in major units.")
+@card_options
+@pos_options
+def pos_offline(amount: str, **options: Any) -> None:
+    """Approve a sale offline: nothing is sent now; it goes as an advice later (send-advices, batch close)."""
+    _card_action(options, lambda t, card, entry, pin: t.offline(_minor(t, amount), card, entry=entry if entry != "swipe" else "chip"))
+
+
+@pos.command("send-advices")
+@pos_options
+def pos_send_advices(**options: Any) -> None:
+    """Send the owed reversal and every queued advice (offline sales, unanswered refunds)."""
+    _run_terminal(options, lambda terminal: terminal.send_advices(), render=_render_advices, no_answer=_advices_left)
+
+
+@pos.group("batch", cls=PossimGroup)
+def pos_batch() -> None:
+    """The terminal's batch."""
+
+
+@pos_batch.command("close")
+@click.option("--receipt", "receipt_path", type=click.Path(dir_okay=False), help="Append the settlement slip to this file.")
+@pos_options
+def pos_batch_close(receipt_path: str | None, **options: Any) -> None:
+    """Close the batch: owed reversal and advices first, then totals (0500), upload (0320) when the host
+    disagrees (always in cup), and the next batch number. Run it again to resume an interrupted close."""
+    _parent_exists(receipt_path, "--receipt")
+    _run_terminal(options, lambda terminal: terminal.batch_close(), render=_render_close,
+                  no_answer=lambda d: not d["closed"] and d["timed_out"], receipt=receipt_path)
 
 
 @pos.command("reverse")
@@ -516,7 +631,14 @@ def _money(amounts: dict[str, int]) -> str:
     return ", ".join(f"{format_major(v, currency(c))} {currency(c).alpha}" for c, v in amounts.items()) or "nothing"
 
 
-def _run_terminal(options: dict[str, Any], action: Callable[[Any], Any]) -> None:
+def _run_terminal(
+    options: dict[str, Any],
+    action: Callable[[Any], Any],
+    render: Callable[[dict[str, Any]], str] | None = None,
+    no_answer: Callable[[dict[str, Any]], bool] | None = None,
+    receipt: str | None = None,
+) -> None:
+    """Run one terminal operation, print its result, append its receipt if asked; exit 3 when no answer came."""
     import asyncio
 
     from possim.terminal import TcpLink, Terminal, TerminalState, load_profile
@@ -544,9 +666,55 @@ def _run_terminal(options: dict[str, Any], action: Callable[[Any], Any]) -> None
         if trace_file:
             trace_file.close()
     data = result.to_json()
-    emit(options["as_json"], data, _render_result)
-    if data["response_code"] is None:
+    if receipt:
+        _write_receipt(receipt, profile, options["fixtures_dir"], result)
+    emit(options["as_json"], data, render or _render_result)
+    if (no_answer or (lambda d: d["response_code"] is None))(data):
         sys.exit(EXIT_NO_ANSWER)
+
+
+def _write_receipt(path: str, profile: Any, fixtures_dir: str | None, result: Any) -> None:
+    """Customer and merchant copies of a transaction, or the settlement slip of a batch close."""
+    from datetime import datetime
+
+    from possim.fixtures import load_fixture
+    from possim.terminal import receipt as receipts
+
+    merchants = load_fixture("merchants.yaml", fixtures_dir).get("merchants") or []
+    name = next((str(m.get("name", "")) for m in merchants if str(m.get("id")) == profile.mid), profile.mid)
+    now = datetime.now()
+    if hasattr(result, "totals"):
+        combined = result.totals.combined
+        text = receipts.settlement_slip(profile.tid, name, result.batch_number, now, {profile.currency: combined},
+                                        result.balanced)
+    else:
+        batch = getattr(result, "batch_number", None) or 0
+        text = "\n".join((receipts.customer_receipt(result, name, profile.mid, now, batch),
+                          receipts.merchant_receipt(result, name, profile.mid, now, batch)))
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(text + "\n\n")
+
+
+def _render_close(r: dict[str, Any]) -> str:
+    if r["already_closed"]:
+        head = f"BATCH {r['batch_number']:06d} ALREADY CLOSED at the host"
+    elif not r["closed"]:
+        head = f"BATCH {r['batch_number']:06d} NOT CLOSED: {r['message']}"
+    else:
+        balance = "in balance" if r["balanced"] else "OUT OF BALANCE"
+        head = f"BATCH {r['batch_number']:06d} CLOSED {balance}; next batch {r['next_batch_number']:06d}"
+    lines = [head, f"  uploaded {r['uploaded']} of {r['upload_total']} record(s) in {r['upload_messages']} message(s)"]
+    return "\n".join(lines)
+
+
+def _render_advices(r: dict[str, Any]) -> str:
+    lines = [f"{r['message']}"]
+    lines += [f"  {a['kind']} STAN {a['stan']}: {a['message']}" for a in r["advices"]]
+    return "\n".join(lines)
+
+
+def _advices_left(r: dict[str, Any]) -> bool:
+    return bool(r["remaining"])
 
 
 def _render_result(r: dict[str, Any]) -> str:

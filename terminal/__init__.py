@@ -4,12 +4,12 @@ from .cards import Card, CardError, resolve_card
 from .link import Link, LinkError, LinkTimeout, TcpLink
 from .profile import ProfileError, TerminalProfile, load_profile
 from .state import StateError, TerminalState, default_state_path
-from .terminal import ReversalOutcome, Terminal, TerminalError, TransactionResult
+from .terminal import AdviceOutcome, AdviceRun, BatchCloseResult, ReversalOutcome, Terminal, TerminalError, TransactionResult
 
 __all__ = [
     "Card", "CardError", "resolve_card",
     "Link", "LinkError", "LinkTimeout", "TcpLink",
     "ProfileError", "TerminalProfile", "load_profile",
     "StateError", "TerminalState", "default_state_path",
-    "ReversalOutcome", "Terminal", "TerminalError", "TransactionResult",
+    "AdviceOutcome", "AdviceRun", "BatchCloseResult", "ReversalOutcome", "Terminal", "TerminalError", "TransactionResult",
 ]

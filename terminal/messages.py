@@ -7,8 +7,10 @@ user's dialect file gets the same flows without code changes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
+from possim.wire.batch_totals import BatchTotals, encode_cup48, set_iso_totals
 from possim.wire.dialect import Dialect
 from possim.wire.framing import Framing, split_envelope
 from possim.wire.message import Message, response_mti
@@ -19,10 +21,16 @@ from .pin_pad import SECURITY_CONTROL, EncryptedPin
 NETWORK_SIGN_ON = "001"
 NETWORK_NONE = "000"
 TYPE_SIGN_ON = "00"
-TYPE_SALE = "22"
-"""Transaction types (60.1) of the cup transaction matrix; dialects without the role ignore them."""
+"""60.1 of a sign-on; financial kinds take theirs from the dialect's transaction table."""
 OPERATOR = "001"
-CONDITION_NORMAL = "00"
+ENTRY_MODES = {"manual": "01", "swipe": "02", "chip": "05", "contactless": "07"}
+"""Field 22 digits 1-2 by how the card was read."""
+CHIP_ENTRIES = frozenset({"chip", "contactless"})
+CARD_SEQUENCE = "001"
+"""Field 23 of a chip read: the card's PAN sequence number (5F34 01)."""
+NEEDS_AUTH_CODE = frozenset({"completion", "preauth_void"})
+CARDLESS = frozenset({"sale_void", "completion_void"})
+"""Kinds the host matches by RRN alone: the card may be presented again, but need not be."""
 
 REASON_NO_ANSWER = "98"
 REASON_UNREADABLE = "96"
@@ -90,23 +98,137 @@ def build_sign_on(
     return message
 
 
-def entry_mode(dialect: Dialect, manual: bool, pin_pad: bool, pin_sent: bool) -> str:
-    """Field 22: 01 keyed or 02 magstripe, then 1 or 2 for the PIN.
+def entry_mode(dialect: Dialect, entry: str, pin_pad: bool, pin_sent: bool) -> str:
+    """Field 22: how the card was read (01 keyed, 02 magstripe, 05 chip, 07 contactless), then 1 or 2 for the PIN.
 
     ISO 8583:1987 makes the third digit the terminal's PIN entry capability;
     UnionPay POS (`conventions.entry_mode_pin: included`) makes it whether
     this message carries a PIN.
     """
+    if entry not in ENTRY_MODES:
+        raise ValueError(f"entry {entry!r} must be one of {', '.join(ENTRY_MODES)}")
     pin = pin_sent if dialect.convention("entry_mode_pin") == "included" else pin_pad
-    return ("01" if manual else "02") + ("1" if pin else "2")
+    return ENTRY_MODES[entry] + ("1" if pin else "2")
+
+
+def check_amount(amount: int) -> None:
+    """Refuse what cannot be put in field 4; zero is allowed, so a tester can see the host's 13."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount < 10**12:
+        raise ValueError(f"amount {amount!r} must be whole minor units from 0 to 999999999999")
 
 
 def check_purchase(amount: int, processing_code: str) -> None:
-    """Refuse what cannot be put in fields 3 and 4; zero is allowed, so a tester can see the host's 13."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount < 10**12:
-        raise ValueError(f"amount {amount!r} must be whole minor units from 0 to 999999999999")
+    check_amount(amount)
     if not isinstance(processing_code, str) or len(processing_code) != 6 or not processing_code.isdigit():
         raise ValueError(f"processing code {processing_code!r} must be 6 digits")
+
+
+@dataclass(frozen=True)
+class OriginalRef:
+    """How a void, refund, pre-auth void or completion names its original (docs/transactions.md)."""
+
+    rrn: str
+    """Field 37: the original's RRN as the host answered it."""
+    auth_code: str | None = None
+    """Field 38, for completion and preauth_void."""
+    batch_number: int | None = None
+    stan: str | None = None
+    day: str | None = None
+    """The original's date MMDD. Batch, STAN and date make cup's field 61; unknown parts are sent as zeros."""
+
+    def field61(self) -> str:
+        return f"{self.batch_number or 0:06d}{self.stan or '000000'}{self.day or '0000'}"
+
+
+def names_original_in_61(dialect: Dialect) -> bool:
+    """Whether field 61 carries original batch · STAN · date: in dialects that number batches (cup 60.2)."""
+    return "batch_number" in dialect.roles
+
+
+def build_request(
+    dialect: Dialect,
+    kind: str,
+    *,
+    tid: str,
+    mid: str,
+    stan: str,
+    now: datetime,
+    amount: int | None,
+    currency: str,
+    card: Card | None,
+    entry: str = "swipe",
+    pin_pad: bool,
+    batch_number: int,
+    pin: EncryptedPin | None = None,
+    chip: bytes | None = None,
+    original: OriginalRef | None = None,
+    local_auth_code: str | None = None,
+    processing_code: str | None = None,
+) -> Message:
+    """A request of transaction `kind`: MTI, processing code, condition and type code from the dialect's table.
+
+    The card goes as track 2 (swipe), PAN and expiry (manual), or track 2
+    equivalent with card sequence number and chip data `chip` (chip,
+    contactless); never both track and PAN. `card` None is for voids,
+    which the host matches by RRN. `amount` None leaves field 4 out (balance).
+    `local_auth_code` is the code an offline approval gave (field 38).
+    """
+    spec = dialect.transaction(kind)
+    code = processing_code or spec.processing_code
+    if amount is not None:
+        check_purchase(amount, code)
+    if spec.references_original and (original is None or not original.rrn):
+        raise ValueError(f"{kind} needs its original's RRN (field 37)")
+    if kind in NEEDS_AUTH_CODE and (original is None or not original.auth_code):
+        raise ValueError(f"{kind} needs its original's authorization code (field 38)")
+    if card is None and kind not in CARDLESS:
+        raise ValueError(f"{kind} needs a card")
+    if card is not None and (entry in CHIP_ENTRIES) != (chip is not None):
+        raise ValueError(f"entry {entry!r} {'needs' if entry in CHIP_ENTRIES else 'takes no'} chip data (field 55)")
+    message = Message(spec.mti)
+    if card is not None and entry == "manual":
+        message[2] = card.pan
+        message[14] = card.expiry
+    message[3] = code
+    if amount is not None:
+        message[4] = f"{amount:012d}"
+    _stamp(dialect, message, now)
+    message[11] = stan
+    message[12] = now.strftime("%H%M%S")
+    message[13] = now.strftime("%m%d")
+    if card is not None:
+        message[22] = entry_mode(dialect, entry, pin_pad, pin is not None)
+        if chip is not None:
+            message[23] = CARD_SEQUENCE
+    message[25] = spec.condition
+    if card is not None and entry != "manual":
+        message[35] = card.track2
+    if original is not None:
+        message[37] = original.rrn
+        if kind in NEEDS_AUTH_CODE:
+            message[38] = original.auth_code or ""
+    if local_auth_code is not None:
+        message[38] = local_auth_code
+    if pin is not None:
+        message[52] = pin.block
+        message[53] = SECURITY_CONTROL
+        if pin.ksn is not None:
+            dialect.set_role(message, "ksn", pin.ksn)
+    if chip is not None:
+        message[55] = chip.hex().upper()
+    message[41] = tid
+    message[42] = mid
+    message[49] = currency
+    if spec.type_code is not None:
+        dialect.set_role(message, "transaction_type", spec.type_code)
+    dialect.set_role(message, "batch_number", f"{batch_number:06d}")
+    if "." in dialect.roles.get("network_code", ""):
+        # A positional subfield (cup 60.3) is filled with "000" so the ones before it read right;
+        # a network code with a field of its own (iso87's 70) has no place in a financial message.
+        dialect.set_role(message, "network_code", NETWORK_NONE)
+    if original is not None and names_original_in_61(dialect):
+        message[61] = original.field61()
+    return message
 
 
 def build_purchase(
@@ -125,36 +247,95 @@ def build_purchase(
     processing_code: str = "000000",
     pin: EncryptedPin | None = None,
 ) -> Message:
-    """A 0200: track 2 for a swiped card, PAN and expiry for a keyed one, never both; a PIN block when given."""
-    check_purchase(amount, processing_code)
-    message = Message("0200")
-    if manual:
-        message[2] = card.pan
-        message[14] = card.expiry
-    message[3] = processing_code
-    message[4] = f"{amount:012d}"
+    """A magstripe or keyed sale (demo's raw frames use it); `build_request` makes every kind."""
+    return build_request(
+        dialect, "sale", tid=tid, mid=mid, stan=stan, now=now, amount=amount, currency=currency, card=card,
+        entry="manual" if manual else "swipe", pin_pad=pin_pad, batch_number=batch_number, pin=pin,
+        processing_code=processing_code,
+    )
+
+
+def balance_of(answer: Message) -> int | None:
+    """The available balance (minor units, negative when `D`) of a balance answer's field 54, None without one.
+
+    docs/transactions.md: account type 00, amount type 02, currency 3, C/D, amount 12.
+    """
+    text = answer.get(54)
+    if text is None or len(text) < 20:
+        return None
+    sign, digits = text[7], text[8:20]
+    if sign not in "CD" or not digits.isdigit():
+        return None
+    return int(digits) if sign == "C" else -int(digits)
+
+
+# batch close (docs/transactions.md "Batch close")
+
+NETWORK_SETTLE = "201"
+NETWORK_UPLOAD_END = "202"
+TYPE_MANAGEMENT = "00"
+TRAILER_PROCESSING_CODE = "960000"
+
+
+def settles_in_field_48(dialect: Dialect) -> bool:
+    """cup-style close (totals in 48, upload always, end-of-upload 202) where the dialect numbers batches;
+    else iso87-style (fields 74-97, upload only when out of balance, trailer 0500)."""
+    return "batch_number" in dialect.roles
+
+
+def _management(dialect: Dialect, mti: str, *, tid: str, mid: str, stan: str, now: datetime, batch_number: int,
+                network_code: str) -> Message:
+    message = Message(mti)
     _stamp(dialect, message, now)
     message[11] = stan
-    message[12] = now.strftime("%H%M%S")
-    message[13] = now.strftime("%m%d")
-    message[22] = entry_mode(dialect, manual, pin_pad, pin is not None)
-    message[25] = CONDITION_NORMAL
-    if not manual:
-        message[35] = card.track2
-    if pin is not None:
-        message[52] = pin.block
-        message[53] = SECURITY_CONTROL
-        if pin.ksn is not None:
-            dialect.set_role(message, "ksn", pin.ksn)
     message[41] = tid
     message[42] = mid
-    message[49] = currency
-    dialect.set_role(message, "transaction_type", TYPE_SALE)
+    dialect.set_role(message, "transaction_type", TYPE_MANAGEMENT)
     dialect.set_role(message, "batch_number", f"{batch_number:06d}")
     if "." in dialect.roles.get("network_code", ""):
-        # A positional subfield (cup 60.3) is filled with "000" so the ones before it read right;
-        # a network code with a field of its own (iso87's 70) has no place in a financial message.
-        dialect.set_role(message, "network_code", NETWORK_NONE)
+        dialect.set_role(message, "network_code", network_code)
+    return message
+
+
+def build_settlement(
+    dialect: Dialect, *, tid: str, mid: str, stan: str, now: datetime, batch_number: int, currency: str,
+    totals: BatchTotals, trailer: bool = False,
+) -> Message:
+    """The 0500 with the terminal's totals; `trailer` makes iso87's end-of-upload 0500 (processing code 960000)."""
+    message = _management(dialect, "0500", tid=tid, mid=mid, stan=stan, now=now, batch_number=batch_number,
+                          network_code=NETWORK_SETTLE)
+    if trailer:
+        message[3] = TRAILER_PROCESSING_CODE
+    message[49] = currency
+    if settles_in_field_48(dialect):
+        message[48] = encode_cup48(totals)
+    else:
+        set_iso_totals(message, totals, now.strftime("%m%d"))
+    return message
+
+
+def build_cup_upload(
+    dialect: Dialect, *, tid: str, mid: str, stan: str, now: datetime, batch_number: int, field48: str, end: bool = False
+) -> Message:
+    """A cup upload 0320 (60.3 201) carrying packed records, or the end-of-upload one (60.3 202) with the count."""
+    message = _management(dialect, "0320", tid=tid, mid=mid, stan=stan, now=now, batch_number=batch_number,
+                          network_code=NETWORK_UPLOAD_END if end else NETWORK_SETTLE)
+    message[48] = field48
+    return message
+
+
+def build_iso_upload(dialect: Dialect, original: Message, rrn: str | None, *, now: datetime) -> Message:
+    """An iso87 upload 0320 for one transaction: fields 3, 4, 11 of the original, 37 its RRN."""
+    message = Message("0320")
+    for number in (3, 4):
+        if number in original:
+            message[number] = original[number]
+    _stamp(dialect, message, now)
+    message[11] = original[11]
+    if rrn:
+        message[37] = rrn
+    message[41] = original[41]
+    message[42] = original[42]
     return message
 
 
@@ -228,12 +409,15 @@ RESPONSE_TEXT = {
     "68": "response received too late",
     "75": "PIN tries exceeded",
     "77": "sign on again",
+    "80": "batch already closed",
     "91": "issuer inoperative",
     "94": "duplicate transmission",
     "96": "system malfunction",
+    "95": "reconcile error: totals out of balance",
     "97": "terminal not registered",
     "98": "no answer in time",
     "A0": "MAC check failed: sign on again",
+    "Y1": "approved offline",
 }
 
 

@@ -9,13 +9,21 @@ PCI DSS: the file never holds a full PAN, track data, PIN block or clear
 key: working keys are kept as they arrived, under the terminal master key. The batch
 keeps a masked PAN for receipts and totals; a pending reversal keeps only
 what a 0400 carries (see messages.REVERSAL_KEEPS) and refuses anything else.
+A queued advice must carry its card data when it is sent later: the state
+takes that only as an opaque blob the terminal sealed under its TMK
+(advice_store.py), and refuses clear card data in the advice's message.
+
+Batch close is resumable: its phase, the host's verdict on the totals and
+which records were uploaded are committed before the message that depends
+on them leaves, so a restarted terminal continues where it stopped and
+never uploads a record twice.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -25,8 +33,21 @@ from possim.hsm_mock import dukpt_tdes
 from possim.wire.message import Message
 
 STAN_LIMIT = 999999
+ATC_LIMIT = 0xFFFF
+CLOSE_PHASES = ("upload", "end")
+"""Batch close past the totals answer: records being uploaded, then the end-of-upload / trailer message."""
 CARD_DATA_FIELDS = frozenset({2, 14, 34, 35, 36, 45, 52, 55})
 """Fields that identify or unlock a card; the state refuses to store them."""
+
+_ADDED_COLUMNS = {
+    # table: (column, declaration) added after the first release; old files get them by ALTER TABLE
+    "terminal": (("pin_key", "TEXT"), ("mac_key", "TEXT"), ("data_key", "TEXT"), ("ksn", "TEXT"), ("atc", "INTEGER"),
+                 ("close_phase", "TEXT"), ("close_balanced", "INTEGER"), ("close_code", "TEXT")),
+    "batch": (("kind", "TEXT NOT NULL DEFAULT 'sale'"), ("voided", "INTEGER NOT NULL DEFAULT 0"),
+              ("uploaded", "INTEGER NOT NULL DEFAULT 0"), ("original_stan", "TEXT")),
+}
+_BATCH_COLUMNS = "batch_number, stan, rrn, auth_code, amount, currency, masked_pan, time, original, kind, voided, uploaded, original_stan"
+_ADVICE_COLUMNS = "kind, batch_number, message, sealed_card, masked_pan, attempts, created, id, response_code, rrn"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS terminal (
@@ -38,7 +59,11 @@ CREATE TABLE IF NOT EXISTS terminal (
     pin_key TEXT,
     mac_key TEXT,
     data_key TEXT,
-    ksn TEXT
+    ksn TEXT,
+    atc INTEGER,
+    close_phase TEXT,
+    close_balanced INTEGER,
+    close_code TEXT
 );
 CREATE TABLE IF NOT EXISTS batch (
     batch_number INTEGER NOT NULL,
@@ -50,7 +75,23 @@ CREATE TABLE IF NOT EXISTS batch (
     masked_pan TEXT NOT NULL,
     time TEXT NOT NULL,
     original TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'sale',
+    voided INTEGER NOT NULL DEFAULT 0,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    original_stan TEXT,
     PRIMARY KEY (batch_number, stan)
+);
+CREATE TABLE IF NOT EXISTS advice (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    batch_number INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    sealed_card TEXT,
+    masked_pan TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    response_code TEXT,
+    rrn TEXT
 );
 CREATE TABLE IF NOT EXISTS pending_reversal (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -83,6 +124,53 @@ class BatchEntry:
     time: datetime
     original: Message
     """The request as a reversal needs it (messages.reversal_original)."""
+    kind: str = "sale"
+    """Its transaction kind (wire/transactions.py): sale, sale_void, refund, preauth, completion, offline ..."""
+    voided: bool = False
+    """A sale or completion a later void of this batch cancelled; it still counts as a debit."""
+    uploaded: bool = False
+    """Sent in a batch-close upload (flagged before the 0320 carrying it left)."""
+    original_stan: str | None = None
+    """For a void: the STAN of the entry it voids, in the same batch."""
+
+
+@dataclass(frozen=True)
+class Advice:
+    """An advice (0220) kept until the host answers it, then kept with the answer's code.
+
+    `message` is the request without card data; `sealed_card` holds the
+    card fields (2, 14, 35, 55 ...) encrypted under the TMK, opaque to the state.
+    """
+
+    kind: str
+    batch_number: int
+    message: Message
+    sealed_card: bytes | None
+    masked_pan: str
+    attempts: int
+    """Sends that may have reached the host; after the first, it goes as 0221."""
+    created: datetime
+    id: int | None = None
+    response_code: str | None = None
+    """The host's answer; None while queued."""
+    rrn: str | None = None
+
+    @property
+    def stan(self) -> str:
+        return self.message[11]
+
+    @property
+    def amount(self) -> int | None:
+        return int(self.message[4]) if 4 in self.message else None
+
+
+@dataclass(frozen=True)
+class CloseProgress:
+    """Where an interrupted batch close stands; phase None when none is under way."""
+
+    phase: str | None
+    balanced: bool | None
+    response_code: str | None
 
 
 @dataclass(frozen=True)
@@ -124,10 +212,11 @@ class TerminalState:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            present = {row[1] for row in self._db.execute("PRAGMA table_info(terminal)")}
-            for column in ("pin_key", "mac_key", "data_key", "ksn"):
-                if column not in present:  # a state file from before key download or DUKPT
-                    self._db.execute(f"ALTER TABLE terminal ADD COLUMN {column} TEXT")
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for column, declaration in columns:
+                    if column not in present:  # a state file from an earlier release
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"terminal state {self.path}: {exc}") from None
         row = self._db.execute("SELECT tid FROM terminal").fetchone()
@@ -201,39 +290,161 @@ class TerminalState:
             self._db.execute("UPDATE terminal SET ksn = ?", (ksn.hex().upper(),))
         return ksn
 
+    def next_atc(self) -> int:
+        """The chip's next application transaction counter (1..65535, wrapping), committed before 9F36 leaves."""
+        with self._db:
+            self._db.execute(f"UPDATE terminal SET atc = COALESCE(atc, 0) % {ATC_LIMIT} + 1")
+            (atc,) = self._db.execute("SELECT atc FROM terminal").fetchone()
+        return atc
+
     # open batch
 
     def answered(self, approved: BatchEntry | None = None) -> None:
         """A request got its answer: no reversal is owed, and an approval joins the batch.
 
-        One commit, so a crash can never leave the reversal forgotten and the approval unrecorded.
+        A void's approval marks the entry it voids, in the same commit. One
+        commit, so a crash can never leave the reversal forgotten and the approval unrecorded.
         """
         if approved is not None:
             _refuse_card_data(approved.original)
         with self._db:
             self._db.execute("DELETE FROM pending_reversal")
             if approved is not None:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO batch VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        approved.batch_number, approved.stan, approved.rrn, approved.auth_code, approved.amount,
-                        approved.currency, approved.masked_pan, approved.time.isoformat(), _dump(approved.original),
-                    ),
-                )
+                self._insert_entry(approved)
+
+    def _insert_entry(self, entry: BatchEntry) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO batch ({_BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.batch_number, entry.stan, entry.rrn, entry.auth_code, entry.amount, entry.currency,
+                entry.masked_pan, entry.time.isoformat(), _dump(entry.original), entry.kind, int(entry.voided),
+                int(entry.uploaded), entry.original_stan,
+            ),
+        )
+        if entry.original_stan is not None:
+            self._db.execute(
+                "UPDATE batch SET voided = 1 WHERE batch_number = ? AND stan = ?", (entry.batch_number, entry.original_stan)
+            )
 
     def open_batch(self) -> list[BatchEntry]:
-        """Approved transactions not yet settled, oldest first."""
-        rows = self._db.execute(
-            "SELECT * FROM batch WHERE batch_number = ? ORDER BY rowid", (self.batch_number,)
-        ).fetchall()
+        """Every transaction of the open batch (pre-auths and voids too), oldest first."""
+        return self._entries("WHERE batch_number = ? ORDER BY rowid", (self.batch_number,))
+
+    def _entries(self, where: str, args: tuple[object, ...]) -> list[BatchEntry]:
+        rows = self._db.execute(f"SELECT {_BATCH_COLUMNS} FROM batch {where}", args).fetchall()
         return [
-            BatchEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], datetime.fromisoformat(row[7]), _load(row[8]))
-            for row in rows
+            BatchEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], datetime.fromisoformat(r[7]), _load(r[8]), r[9],
+                       bool(r[10]), bool(r[11]), r[12])
+            for r in rows
         ]
 
     def last_approved(self) -> BatchEntry | None:
         batch = self.open_batch()
         return batch[-1] if batch else None
+
+    def entry_by_rrn(self, rrn: str) -> BatchEntry | None:
+        """The newest recorded transaction with this RRN, in any batch this file kept."""
+        found = self._entries("WHERE rrn = ? ORDER BY batch_number DESC, rowid DESC LIMIT 1", (rrn,))
+        return found[0] if found else None
+
+    # advices
+
+    def queue_advice(self, advice: Advice, entry: BatchEntry | None = None) -> Advice:
+        """Keep an advice until answered (and, for an offline sale, its batch entry), in one commit."""
+        _refuse_card_data(advice.message)
+        if entry is not None:
+            _refuse_card_data(entry.original)
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO advice (kind, batch_number, message, sealed_card, masked_pan, attempts, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    advice.kind, advice.batch_number, _dump(advice.message),
+                    advice.sealed_card.hex().upper() if advice.sealed_card is not None else None,
+                    advice.masked_pan, advice.attempts, advice.created.isoformat(),
+                ),
+            )
+            if entry is not None:
+                self._insert_entry(entry)
+        return replace(advice, id=cursor.lastrowid)
+
+    def queued_advices(self) -> list[Advice]:
+        """Advices still waiting for an answer, oldest first."""
+        return self._advices("WHERE response_code IS NULL ORDER BY id")
+
+    def answered_advices(self) -> list[Advice]:
+        """Advices the host answered, with its code, oldest first (their card data is gone)."""
+        return self._advices("WHERE response_code IS NOT NULL ORDER BY id")
+
+    def _advices(self, where: str) -> list[Advice]:
+        rows = self._db.execute(f"SELECT {_ADVICE_COLUMNS} FROM advice {where}").fetchall()
+        return [
+            Advice(r[0], r[1], _load(r[2]), bytes.fromhex(r[3]) if r[3] else None, r[4], r[5],
+                   datetime.fromisoformat(r[6]), r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    def advice_attempt(self, advice: Advice) -> None:
+        """Record how often an advice may have reached the host; committed before the send it counts."""
+        with self._db:
+            self._db.execute("UPDATE advice SET attempts = ? WHERE id = ?", (advice.attempts, advice.id))
+
+    def drop_advice(self, advice: Advice) -> None:
+        """Forget an advice that never left (a refund whose host could not be reached)."""
+        with self._db:
+            self._db.execute("DELETE FROM advice WHERE id = ?", (advice.id,))
+
+    def advice_answered(self, advice: Advice, code: str, rrn: str | None, entry: BatchEntry | None) -> None:
+        """The host answered: keep its code, drop the sealed card data, and let an approved refund join the batch.
+
+        An offline sale is already in the batch; it takes the host's RRN.
+        """
+        if entry is not None:
+            _refuse_card_data(entry.original)
+        with self._db:
+            self._db.execute(
+                "UPDATE advice SET response_code = ?, rrn = ?, sealed_card = NULL WHERE id = ?", (code, rrn, advice.id)
+            )
+            if entry is not None:
+                self._insert_entry(entry)
+            if rrn:
+                self._db.execute(
+                    "UPDATE batch SET rrn = ? WHERE batch_number = ? AND stan = ? AND rrn IS NULL",
+                    (rrn, advice.batch_number, advice.stan),
+                )
+
+    # batch close
+
+    def close_progress(self) -> CloseProgress:
+        phase, balanced, code = self._db.execute(
+            "SELECT close_phase, close_balanced, close_code FROM terminal"
+        ).fetchone()
+        return CloseProgress(phase, None if balanced is None else bool(balanced), code)
+
+    def save_close_progress(self, progress: CloseProgress) -> None:
+        if progress.phase is not None and progress.phase not in CLOSE_PHASES:
+            raise ValueError(f"close phase {progress.phase!r} must be one of {', '.join(CLOSE_PHASES)}")
+        with self._db:
+            self._db.execute(
+                "UPDATE terminal SET close_phase = ?, close_balanced = ?, close_code = ?",
+                (progress.phase, None if progress.balanced is None else int(progress.balanced), progress.response_code),
+            )
+
+    def mark_uploaded(self, stans: list[str], uploaded: bool = True) -> None:
+        """Flag records of the open batch as uploaded, committed before the 0320 carrying them leaves;
+        `uploaded=False` takes the flag back when that 0320 could not be sent at all."""
+        with self._db:
+            self._db.executemany(
+                "UPDATE batch SET uploaded = ? WHERE batch_number = ? AND stan = ?",
+                [(int(uploaded), self.batch_number, stan) for stan in stans],
+            )
+
+    def finish_close(self) -> int:
+        """The host closed the batch: the next one opens (number + 1) and the close is over. The old rows stay."""
+        with self._db:
+            self._db.execute("UPDATE terminal SET batch_number = batch_number % 999999 + 1, close_phase = NULL,"
+                             " close_balanced = NULL, close_code = NULL")
+        return self.batch_number
 
     # pending reversal
 
@@ -266,6 +477,14 @@ class TerminalState:
         """The host took the reversal: forget it, and take the reversed transaction out of the batch."""
         with self._db:
             self._db.execute("DELETE FROM pending_reversal")
+            row = self._db.execute(
+                "SELECT original_stan FROM batch WHERE batch_number = ? AND stan = ?",
+                (reversal.batch_number, reversal.original_stan),
+            ).fetchone()
+            if row is not None and row[0] is not None:  # a reversed void: its original stands again
+                self._db.execute(
+                    "UPDATE batch SET voided = 0 WHERE batch_number = ? AND stan = ?", (reversal.batch_number, row[0])
+                )
             self._db.execute(
                 "DELETE FROM batch WHERE batch_number = ? AND stan = ?", (reversal.batch_number, reversal.original_stan)
             )

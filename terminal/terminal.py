@@ -1,4 +1,5 @@
-"""The POS terminal: sign-on, purchase and reversal flows over a `Link`.
+"""The POS terminal: sign-on, the transaction set of docs/transactions.md, reversals, advices
+and batch close, over a `Link`.
 
 Reversal discipline (docs/messages.md, REFERENCE "Terminal reversal
 discipline"): before a request that can move money leaves, the reversal it
@@ -6,45 +7,70 @@ would need is committed to the state file. A readable answer cancels it. No
 answer, or an unreadable one, keeps it: the terminal sends it at once (0400,
 then 0401 repeats) and forgets it only when the host answers 0410 with 00.
 If the host stays silent it is still owed, and goes before the next purchase.
+
+Advice discipline: a kind whose dialect entry says `on_timeout: repeat`
+(refund, offline) is queued in the state before it is first sent, its card
+data sealed under the TMK, and goes again as 0221 until the host answers
+anything at all. Every online request first sends the owed reversal (and
+stops if it is not taken), then the queued advices.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import asdict, dataclass, replace
+from datetime import date, datetime
 from typing import Any, Callable
 
 from possim.hsm_mock.key_download import KeyDownloadError, clear_key, unpack
 from possim.hsm_mock.pinblock import PinBlockError
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
+from possim.wire.batch_totals import BatchTotals, Totals, TotalsError, UploadRecord, decode_cup48, end_of_upload_48, pack_cup_upload
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
 from possim.wire.framing import FramingError, frame
 from possim.wire.message import Message
 from possim.wire.trace import trace_record
 
+from .advice_store import seal, split_card_data, unseal
 from .cards import Card
+from .emv import ChipRead, chip_data
 from .link import Link, LinkError, LinkTimeout
 from .messages import (
+    CHIP_ENTRIES,
+    ENTRY_MODES,
     REASON_CANCELLED,
     REASON_NO_ANSWER,
     REASON_UNREADABLE,
+    OriginalRef,
     answer_body,
     answer_problem,
-    build_purchase,
+    balance_of,
+    build_cup_upload,
+    build_iso_upload,
+    build_request,
     build_reversal,
+    build_settlement,
     build_sign_on,
+    check_amount,
     check_purchase,
     response_text,
     reversal_original,
     reversal_reuses_stan,
+    settles_in_field_48,
 )
 from .pin_pad import EncryptedPin, under_dukpt, under_working_key
 from .profile import TerminalProfile
-from .state import BatchEntry, PendingReversal, TerminalState
+from .state import Advice, BatchEntry, CloseProgress, PendingReversal, TerminalState
 
 APPROVED = "00"
-_MACED_KINDS = ("10", "20", "40")
+OFFLINE_APPROVED = "Y1"
+"""EMV's authorization response code for an offline approval: the result's code for `offline`."""
+VOIDABLE = {"sale": "sale_void", "completion": "completion_void"}
+"""What voids each kind of the open batch."""
+UPLOAD_PER_MESSAGE = 8
+_MACED_KINDS = ("10", "20", "22", "40", "42", "50", "32")
 """Request kinds (MTI digits 2-3) that carry a MAC, and whose answers must."""
 
 
@@ -80,9 +106,44 @@ class ReversalOutcome:
 
 
 @dataclass(frozen=True)
+class AdviceOutcome:
+    """What became of one queued advice in a round of sending."""
+
+    kind: str
+    stan: str
+    answered: bool
+    """The host answered (any code): the advice is done and its card data gone."""
+    response_code: str | None
+    attempts: int
+    """Times it may have reached the host, in this and earlier runs."""
+    mti: str | None
+    """The last MTI sent: 0220, or 0221 for a repeat; None when it could not be sent."""
+    timed_out: bool
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AdviceRun:
+    """The result of `send_advices`."""
+
+    tid: str
+    advices: tuple[AdviceOutcome, ...]
+    remaining: int
+    """Advices still queued afterwards."""
+    prior_reversal: ReversalOutcome | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TransactionResult:
     operation: str
-    """signon, purchase or reversal."""
+    """signon, reversal, or a transaction kind: sale, sale_void, refund, preauth, ..., balance, offline."""
     tid: str
     request_mti: str
     mti: str | None
@@ -104,13 +165,56 @@ class TransactionResult:
     """The reversal this request caused (no answer in time, unreadable answer) or was."""
     prior_reversal: ReversalOutcome | None = None
     """A reversal still owed from before, sent ahead of this request."""
+    balance: int | None = None
+    """A balance inquiry's available balance in minor units (field 54; negative for D)."""
+    queued: bool = False
+    """The transaction waits in the advice queue: an offline sale, or a refund whose answer did not come."""
+    prior_advices: tuple[AdviceOutcome, ...] = ()
+    """Queued advices sent ahead of this request."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (pass it to json.dumps)."""
-        data = asdict(self)
-        data["reversal"] = self.reversal.to_json() if self.reversal else None
-        data["prior_reversal"] = self.prior_reversal.to_json() if self.prior_reversal else None
-        return data
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchCloseResult:
+    """What `batch_close` did. `closed` False means: call it again, it resumes."""
+
+    tid: str
+    batch_number: int
+    """The batch being closed."""
+    closed: bool
+    balanced: bool | None
+    """The host's verdict on the totals; None before it gave one."""
+    response_code: str | None
+    """The answer to the totals 0500 (or to the last message when that failed)."""
+    already_closed: bool
+    """The host said the batch number was closed already (80); the terminal moved on too."""
+    totals: BatchTotals
+    uploaded: int
+    """Records uploaded by this call."""
+    upload_messages: int
+    """Upload 0320s with records sent by this call."""
+    upload_total: int
+    """Records of the batch flagged as uploaded, in this and earlier calls."""
+    next_batch_number: int | None
+    message: str
+    timed_out: bool = False
+    prior_reversal: ReversalOutcome | None = None
+    prior_advices: tuple[AdviceOutcome, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Interrupted(Exception):
+    """A batch-close message got no usable answer: the close stops here and resumes on the next call."""
+
+    def __init__(self, message: str, timed_out: bool, code: str | None = None):
+        super().__init__(message)
+        self.timed_out = timed_out
+        self.code = code
 
 
 class Terminal:
@@ -123,6 +227,7 @@ class Terminal:
         state: TerminalState,
         clock: Clock = system_clock,
         trace: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
     ):
         if state.tid != profile.tid:
             raise ValueError(f"state {state.path} is terminal {state.tid!r}, profile is {profile.tid!r}")
@@ -132,6 +237,8 @@ class Terminal:
         self.clock = clock
         self.trace = trace
         """Receives a redacted trace record for every message sent and received."""
+        self.rng = rng if rng is not None else random.SystemRandom()
+        """Source of the chip's unpredictable numbers (9F37); a seeded Random makes them reproducible."""
         self.dialect = profile.load_dialect()
         self.codec = Codec(self.dialect)
         self.framing = self.dialect.framing
@@ -170,75 +277,155 @@ class Terminal:
             return self._answered("signon", request, answer)
 
     async def purchase(
-        self, amount: int, card: Card, manual: bool = False, processing_code: str = "000000", pin: str | None = None
+        self, amount: int, card: Card, manual: bool = False, processing_code: str = "000000", pin: str | None = None,
+        entry: str = "swipe",
     ) -> TransactionResult:
-        """0200 purchase of `amount` minor units in the profile's currency; approved ones join the open batch.
+        """A sale (operation "sale") of `amount` minor units in the profile's currency; approved ones join the open batch.
 
-        `pin` is what the cardholder types on the PIN pad; it leaves only as
-        an encrypted PIN block. Raises LinkError when the host cannot be
-        reached and nothing was sent.
+        `entry` is how the card was read: swipe, chip, contactless or manual
+        (`manual=True` is the same as entry manual). `pin` is what the
+        cardholder types on the PIN pad; it leaves only as an encrypted PIN
+        block. Raises LinkError when the host cannot be reached and nothing was sent.
         """
         check_purchase(amount, processing_code)
-        if pin is not None and not self.profile.pin_pad:
-            raise TerminalError(f"terminal {self.profile.tid} has no PIN pad (pin_pad: false)")
+        if manual and entry not in ("swipe", "manual"):
+            raise ValueError(f"manual=True and entry {entry!r} contradict each other")
+        return await self._online(
+            "sale", amount, card, "manual" if manual else entry, pin, processing_code=processing_code
+        )
+
+    async def void(
+        self, stan: str | None = None, card: Card | None = None, entry: str = "swipe", pin: str | None = None
+    ) -> TransactionResult:
+        """Void a sale or completion of the open batch: the one with STAN `stan`, else the last one not voided.
+
+        Sent as sale_void / completion_void for the original's amount, naming
+        it by RRN (37) and, in cup, batch · STAN · date (61). The card may be
+        presented again (`card`); it must be the original's. On approval
+        the original is marked voided; it still counts as a debit, the void as a credit.
+        """
+        candidates = [e for e in self.state.open_batch() if e.kind in VOIDABLE and not e.voided and e.rrn]
+        if stan is not None:
+            candidates = [e for e in candidates if e.stan == stan]
+        if not candidates:
+            which = f"STAN {stan}" if stan is not None else "a sale or completion"
+            raise TerminalError(
+                f"terminal {self.profile.tid}: nothing to void: no approved, unvoided {which} with an RRN "
+                f"in open batch {self.state.batch_number}"
+            )
+        target = candidates[-1]
+        if card is not None and card.masked_pan != target.masked_pan:
+            raise TerminalError(f"card {card.masked_pan} is not the card of STAN {target.stan} ({target.masked_pan})")
+        return await self._online(
+            VOIDABLE[target.kind], target.amount, card, entry, pin, original=_reference(target), voids=target.stan
+        )
+
+    async def refund(
+        self, amount: int, card: Card, rrn: str, original_date: date | None = None, entry: str = "swipe"
+    ) -> TransactionResult:
+        """Give back (part of) a sale or completion named by its RRN: an advice (0220), never reversed.
+
+        An unanswered refund stays queued (card data sealed under the TMK)
+        and goes again as 0221 before the next request; it joins the batch
+        when the host approves it. `original_date` fills cup 61's date when
+        the original is not in this terminal's state. Needs a TMK.
+        """
+        check_amount(amount)
+        known = self.state.entry_by_rrn(rrn)
+        original = _reference(known) if known is not None else OriginalRef(rrn)
+        if original_date is not None:
+            original = replace(original, day=original_date.strftime("%m%d"))
+        return await self._online("refund", amount, card, entry, None, original=original)
+
+    async def preauth(self, amount: int, card: Card, pin: str | None = None, entry: str = "swipe") -> TransactionResult:
+        """Hold `amount` on the card's account (0100); kept in the batch (counted nowhere) for a later completion."""
+        check_amount(amount)
+        return await self._online("preauth", amount, card, entry, pin)
+
+    async def preauth_void(
+        self, rrn: str, auth_code: str, amount: int, card: Card, entry: str = "swipe", pin: str | None = None
+    ) -> TransactionResult:
+        """Release the hold of the pre-auth with this RRN and authorization code."""
+        check_amount(amount)
+        return await self._online("preauth_void", amount, card, entry, pin, original=self._preauth_reference(rrn, auth_code))
+
+    async def completion(
+        self, amount: int, card: Card, rrn: str, auth_code: str, entry: str = "swipe", pin: str | None = None
+    ) -> TransactionResult:
+        """Take `amount` of the pre-auth with this RRN and authorization code (a debit of the batch)."""
+        check_amount(amount)
+        return await self._online("completion", amount, card, entry, pin, original=self._preauth_reference(rrn, auth_code))
+
+    async def balance(self, card: Card, pin: str | None = None, entry: str = "swipe") -> TransactionResult:
+        """Ask the available balance; the result's `balance` is field 54's amount. Nothing joins the batch."""
+        return await self._online("balance", None, card, entry, pin)
+
+    async def offline(self, amount: int, card: Card, entry: str = "chip") -> TransactionResult:
+        """Approve a sale offline: nothing is sent now. It joins the batch with a terminal-made
+        authorization code and waits as an advice (0220) for `send_advices`, the next online
+        request or the batch close. Needs a TMK, to seal the card data the advice will carry."""
+        check_amount(amount)
+        self._check_entry(entry)
+        tmk = self._advice_key("an offline sale")
         async with self._busy:
-            prior = None
-            owed = self.state.pending_reversal()
-            if owed is not None:
-                prior = await self._deliver(owed)
-                if not prior.acknowledged:
-                    return self._blocked(amount, card, prior)
+            self._refuse_during_close()
             now = self.clock()
-            encrypted = self._encrypt_pin(pin, card) if pin is not None else None
-            request = build_purchase(
-                self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=now,
-                amount=amount, currency=self.profile.currency, card=card, manual=manual,
-                pin_pad=self.profile.pin_pad, batch_number=self.state.batch_number, processing_code=processing_code,
-                pin=encrypted,
+            stan = self.state.next_stan()
+            spec = self.dialect.transaction("offline")
+            chip = self._chip(card, amount, spec.processing_code, now, pin=False, offline=True) if entry in CHIP_ENTRIES else None
+            code = f"{OFFLINE_APPROVED}{stan[-4:]}"
+            request = build_request(
+                self.dialect, "offline", tid=self.profile.tid, mid=self.profile.mid, stan=stan, now=now, amount=amount,
+                currency=self.profile.currency, card=card, entry=entry, pin_pad=self.profile.pin_pad,
+                batch_number=self.state.batch_number, chip=chip, local_auth_code=code,
             )
-            data = self._frame(request)
-            reversal = PendingReversal(
-                reversal_original(request), self.state.batch_number, REASON_NO_ANSWER, None, 0, card.masked_pan, now
+            self._frame(request)  # refuse now what could never be sent
+            advice = self._advice_of("offline", request, card, now, tmk)
+            entry_row = BatchEntry(
+                advice.batch_number, stan, None, code, amount, self.profile.currency, card.masked_pan, now,
+                reversal_original(request), "offline",
             )
-            self.state.save_reversal(reversal)
-            try:
-                answer = await self._ask(request, data)
-            except LinkError as exc:
-                if not exc.sent:
-                    self.state.drop_reversal()
-                    raise
-                outcome = await self._deliver(reversal)
-                return self._unanswered(
-                    "purchase", request, str(exc), isinstance(exc, LinkTimeout), card, outcome, prior
-                )
-            except _Unreadable as exc:
-                reversal = replace(reversal, reason=REASON_UNREADABLE)
-                self.state.save_reversal(reversal)
-                outcome = await self._deliver(reversal)
-                return self._unanswered("purchase", request, f"answer unreadable: {exc}", False, card, outcome, prior)
-            approved = None
-            if answer[39] == APPROVED:
-                approved = BatchEntry(
-                    reversal.batch_number, request[11], answer.get(37), answer.get(38), amount,
-                    self.profile.currency, card.masked_pan, now, reversal.original,
-                )
-            self.state.answered(approved)
-            return self._answered("purchase", request, answer, card, prior)
+            self.state.queue_advice(advice, entry_row)
+            return TransactionResult(
+                operation="offline", tid=self.profile.tid, request_mti=request.mti, mti=None, stan=stan,
+                response_code=OFFLINE_APPROVED, approved=True, rrn=None, auth_code=code, amount=amount,
+                currency=self.profile.currency, masked_pan=card.masked_pan,
+                message="approved offline; advice queued", timed_out=False, sent=False, queued=True,
+            )
+
+    async def send_advices(self) -> AdviceRun:
+        """Send the owed reversal, then every queued advice (0220, repeats 0221) until each is answered.
+
+        Each advice gets 1 + `reversal_retries` tries; the round stops at
+        the first one still unanswered, so the queue keeps its order.
+        """
+        async with self._busy:
+            prior, outcomes = await self._backlog()
+            remaining = len(self.state.queued_advices())
+            if prior is not None and not prior.acknowledged:
+                message = f"advices not sent: {prior.message}"
+            else:
+                message = f"{len(outcomes)} advice(s) sent, {remaining} still queued"
+            return AdviceRun(self.profile.tid, tuple(outcomes), remaining, prior, message)
 
     async def reverse(self) -> TransactionResult:
-        """Send the reversal still owed, or else reverse the last approved purchase of the open batch.
+        """Send the reversal still owed, or else reverse the last approved reversible transaction of the open batch.
 
         A reversal the host does not take stays owed, like any other.
         """
         async with self._busy:
             owed = self.state.pending_reversal()
             if owed is None:
-                last = self.state.last_approved()
-                if last is None:
+                self._refuse_during_close()
+                reversible = [
+                    e for e in self.state.open_batch() if self.dialect.transaction(e.kind).on_timeout == "reverse"
+                ]
+                if not reversible:
                     raise TerminalError(
                         f"terminal {self.profile.tid}: nothing to reverse (no reversal owed, "
                         f"no approved purchase in open batch {self.state.batch_number})"
                     )
+                last = reversible[-1]
                 owed = PendingReversal(
                     last.original, last.batch_number, REASON_CANCELLED, None, 0, last.masked_pan, self.clock()
                 )
@@ -263,6 +450,348 @@ class Terminal:
                 sent=outcome.attempts > owed.attempts,
                 reversal=outcome,
             )
+
+    async def batch_close(self) -> BatchCloseResult:
+        """Close the open batch as docs/transactions.md "Batch close" says; call again to resume an interrupted one.
+
+        Owed reversal and queued advices first (the close waits while any is
+        left), then the totals 0500, the upload (cup always; iso87 after
+        out of balance), the end-of-upload 0320 (cup) or trailer 0500
+        (iso87), and the next batch opens. Each step is committed before its
+        message leaves: a record flagged uploaded is never sent again, even
+        when the 0320 carrying it got no answer.
+        """
+        async with self._busy:
+            prior, advices = await self._backlog()  # an approved refund advice joins the batch: totals after
+            result = _CloseResult(self.profile.tid, self.state.batch_number, self._totals(), prior, tuple(advices))
+            if prior is not None and not prior.acknowledged:
+                return result.done(self.state, f"batch not closed: {prior.message}")
+            queued = self.state.queued_advices()
+            if queued:
+                return result.done(self.state, f"batch not closed: {len(queued)} advice(s) still unanswered")
+            try:
+                return await self._close(result)
+            except _Interrupted as exc:
+                return result.done(
+                    self.state, f"batch close interrupted: {exc}; batch_close() again resumes",
+                    timed_out=exc.timed_out, code=exc.code,
+                )
+
+    # batch close steps
+
+    async def _close(self, result: _CloseResult) -> BatchCloseResult:
+        progress = self.state.close_progress()
+        cup_style = settles_in_field_48(self.dialect)
+        if progress.phase is None:
+            answer = await self._close_exchange(self._settlement(result.totals, trailer=False))
+            code = answer[39]
+            result.code = code
+            if code == self.dialect.response_code("batch_closed"):
+                return result.closed_already(self.state)
+            if cup_style and code == APPROVED:
+                try:
+                    _, verdict = decode_cup48(answer.get(48) or "")
+                except TotalsError as exc:
+                    raise _Interrupted(f"totals answer unreadable: {exc}", False, code) from None
+                if verdict not in ("1", "2"):
+                    raise _Interrupted(f"host could not compare the totals (result {verdict})", False, code)
+                progress = CloseProgress("upload", verdict == "1", code)
+            elif not cup_style and code == APPROVED:
+                return result.finish(self.state, balanced=True)
+            elif not cup_style and code == self.dialect.response_code("out_of_balance"):
+                progress = CloseProgress("upload", False, code)
+            else:
+                raise _Interrupted(f"host answered the totals with {code} ({response_text(code)})", False, code)
+            self.state.save_close_progress(progress)
+        result.balanced, result.code = progress.balanced, progress.response_code
+        if progress.phase == "upload":
+            await (self._upload_cup(result) if cup_style else self._upload_iso(result))
+            progress = replace(progress, phase="end")
+            self.state.save_close_progress(progress)
+        if cup_style:
+            uploaded = sum(1 for e in self._settled_entries() if e.uploaded)
+            request = build_cup_upload(
+                self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
+                batch_number=self.state.batch_number, field48=end_of_upload_48(uploaded), end=True,
+            )
+        else:
+            request = self._settlement(result.totals, trailer=True)
+        answer = await self._close_exchange(request)
+        if answer[39] == self.dialect.response_code("batch_closed"):
+            return result.closed_already(self.state)
+        if answer[39] != APPROVED:
+            raise _Interrupted(f"host answered the end of upload with {answer[39]} ({response_text(answer[39])})", False)
+        return result.finish(self.state, balanced=progress.balanced)
+
+    async def _upload_cup(self, result: _CloseResult) -> None:
+        pending = [e for e in self._settled_entries() if not e.uploaded]
+        for start in range(0, len(pending), UPLOAD_PER_MESSAGE):
+            chunk = pending[start:start + UPLOAD_PER_MESSAGE]
+            (field48,) = pack_cup_upload([self._upload_record(e) for e in chunk])
+            request = build_cup_upload(
+                self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
+                batch_number=self.state.batch_number, field48=field48,
+            )
+            await self._upload(request, chunk, result)
+
+    async def _upload_iso(self, result: _CloseResult) -> None:
+        for entry in [e for e in self._settled_entries() if not e.uploaded]:
+            await self._upload(build_iso_upload(self.dialect, entry.original, entry.rrn, now=self.clock()), [entry], result)
+
+    async def _upload(self, request: Message, entries: list[BatchEntry], result: _CloseResult) -> None:
+        """Flag the records uploaded, then send them: a record is never uploaded twice, even across a crash."""
+        stans = [e.stan for e in entries]
+        data = self._frame(request)
+        self.state.mark_uploaded(stans)
+        try:
+            answer = await self._close_exchange(request, data)
+        except LinkError as exc:
+            if not exc.sent:
+                self.state.mark_uploaded(stans, uploaded=False)
+            raise
+        finally:
+            result.uploaded += len(entries)
+            result.upload_messages += 1
+        if answer[39] != APPROVED:
+            raise _Interrupted(f"host answered an upload 0320 with {answer[39]} ({response_text(answer[39])})", False)
+
+    async def _close_exchange(self, request: Message, data: bytes | None = None) -> Message:
+        """One batch-close exchange; anything but a readable answer interrupts the close (a host never reached raises)."""
+        try:
+            return await self._ask(request, data if data is not None else self._frame(request))
+        except LinkError as exc:
+            if not exc.sent:
+                raise
+            raise _Interrupted(str(exc), isinstance(exc, LinkTimeout)) from None
+        except _Unreadable as exc:
+            raise _Interrupted(f"answer unreadable: {exc}", False) from None
+
+    def _settlement(self, totals: BatchTotals, trailer: bool) -> Message:
+        return build_settlement(
+            self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
+            batch_number=self.state.batch_number, currency=self.profile.currency, totals=totals, trailer=trailer,
+        )
+
+    def _settled_entries(self) -> list[BatchEntry]:
+        """The open batch's transactions that count in the totals (and are uploaded)."""
+        return [e for e in self.state.open_batch() if self.dialect.transaction(e.kind).totals != "none"]
+
+    def _domestic(self, masked_pan: str) -> bool:
+        return any(masked_pan.startswith(str(b)) for b in self.dialect.convention("domestic_bins", ["62"]))
+
+    def _totals(self) -> BatchTotals:
+        """Debits (sales, completions, offline) and credits (voids, refunds) of the open batch, domestic and foreign."""
+        domestic, foreign = Totals(), Totals()
+        for entry in self._settled_entries():
+            side = self.dialect.transaction(entry.kind).totals
+            if self._domestic(entry.masked_pan):
+                domestic = domestic.add(side, entry.amount)
+            else:
+                foreign = foreign.add(side, entry.amount)
+        return BatchTotals(domestic, foreign)
+
+    def _upload_record(self, entry: BatchEntry) -> UploadRecord:
+        return UploadRecord("00" if self._domestic(entry.masked_pan) else "01", entry.stan, entry.masked_pan, entry.amount)
+
+    # one online transaction
+
+    async def _online(
+        self, kind: str, amount: int | None, card: Card | None, entry: str, pin: str | None,
+        original: OriginalRef | None = None, processing_code: str | None = None, voids: str | None = None,
+    ) -> TransactionResult:
+        """Any online kind: backlog first, then the request, with the reversal or advice discipline its dialect entry says."""
+        spec = self.dialect.transaction(kind)
+        self._check_entry(entry)
+        if pin is not None and not self.profile.pin_pad:
+            raise TerminalError(f"terminal {self.profile.tid} has no PIN pad (pin_pad: false)")
+        if pin is not None and card is None:
+            raise TerminalError("a PIN needs the card presented (it is bound to the PAN)")
+        tmk = self._advice_key(f"a {kind}") if spec.on_timeout == "repeat" else None
+        async with self._busy:
+            self._refuse_during_close()
+            prior, advices = await self._backlog()
+            if prior is not None and not prior.acknowledged:
+                return self._blocked(kind, amount, card, prior)
+            now = self.clock()
+            encrypted = self._encrypt_pin(pin, card) if pin is not None and card is not None else None
+            stan = self.state.next_stan()
+            chip = None
+            if card is not None and entry in CHIP_ENTRIES:
+                chip = self._chip(card, amount or 0, processing_code or spec.processing_code, now, pin is not None)
+            request = build_request(
+                self.dialect, kind, tid=self.profile.tid, mid=self.profile.mid, stan=stan, now=now, amount=amount,
+                currency=self.profile.currency, card=card, entry=entry, pin_pad=self.profile.pin_pad,
+                batch_number=self.state.batch_number, pin=encrypted, chip=chip, original=original,
+                processing_code=processing_code,
+            )
+            masked = card.masked_pan if card is not None else self._voided_pan(voids)
+            if tmk is not None and card is not None:
+                result = await self._send_advice_now(kind, request, card, now, tmk)
+            else:
+                result = await self._send(kind, request, masked, now, voids, spec.on_timeout == "reverse")
+            return replace(result, prior_reversal=prior, prior_advices=tuple(advices))
+
+    async def _send(
+        self, kind: str, request: Message, masked: str | None, now: datetime, voids: str | None, reversed_: bool
+    ) -> TransactionResult:
+        """Send a request that is reversed on no answer (or, for a balance, simply reported)."""
+        data = self._frame(request)
+        reversal = None
+        if reversed_:
+            reversal = PendingReversal(
+                reversal_original(request), self.state.batch_number, REASON_NO_ANSWER, None, 0, masked or "", now
+            )
+            self.state.save_reversal(reversal)
+        try:
+            answer = await self._ask(request, data)
+        except LinkError as exc:
+            if not exc.sent:
+                if reversal is not None:
+                    self.state.drop_reversal()
+                raise
+            outcome = await self._deliver(reversal) if reversal is not None else None
+            return self._unanswered(kind, request, str(exc), isinstance(exc, LinkTimeout), masked, outcome)
+        except _Unreadable as exc:
+            outcome = None
+            if reversal is not None:
+                reversal = replace(reversal, reason=REASON_UNREADABLE)
+                self.state.save_reversal(reversal)
+                outcome = await self._deliver(reversal)
+            return self._unanswered(kind, request, f"answer unreadable: {exc}", False, masked, outcome)
+        approved = None
+        if answer[39] == APPROVED and kind != "balance":
+            approved = BatchEntry(
+                self.state.batch_number, request[11], answer.get(37), answer.get(38), _amount(request) or 0,
+                self.profile.currency, masked or "", now, reversal_original(request), kind, original_stan=voids,
+            )
+        self.state.answered(approved)
+        result = self._answered(kind, request, answer, masked)
+        return replace(result, balance=balance_of(answer)) if kind == "balance" else result
+
+    def _voided_pan(self, stan: str | None) -> str | None:
+        """A void sent without the card shows (and keeps) the voided entry's masked PAN."""
+        return next((e.masked_pan for e in self.state.open_batch() if e.stan == stan), None) if stan else None
+
+    async def _send_advice_now(self, kind: str, request: Message, card: Card, now: datetime, tmk: bytes) -> TransactionResult:
+        """An online advice (refund): queued before it leaves, then sent once; unanswered, it stays queued for 0221."""
+        self._frame(request)
+        advice = self.state.queue_advice(self._advice_of(kind, request, card, now, tmk))
+        outcome, answer = await self._deliver_advice(advice, tries=1, drop_unsent=True)
+        if answer is not None:
+            return self._answered(kind, request, answer, card.masked_pan)
+        return TransactionResult(
+            operation=kind, tid=self.profile.tid, request_mti=request.mti, mti=None, stan=request[11],
+            response_code=None, approved=False, rrn=None, auth_code=None, amount=_amount(request),
+            currency=request.get(49), masked_pan=card.masked_pan,
+            message=f"{outcome.message}; queued as an advice, repeated (0221) until the host answers",
+            timed_out=outcome.timed_out, sent=True, queued=True,
+        )
+
+    # advices
+
+    def _advice_key(self, what: str) -> bytes:
+        if self._tmk is None:
+            raise TerminalError(
+                f"terminal {self.profile.tid} has no TMK: {what} must be kept as an advice with its card data"
+                " encrypted under the TMK (set tmk in terminals.yaml)"
+            )
+        return self._tmk
+
+    def _advice_of(self, kind: str, request: Message, card: Card, now: datetime, tmk: bytes) -> Advice:
+        safe, card_fields = split_card_data(request.fields)
+        return Advice(
+            kind, self.state.batch_number, Message(request.mti, safe), seal(tmk, card_fields), card.masked_pan, 0, now
+        )
+
+    async def _backlog(self) -> tuple[ReversalOutcome | None, list[AdviceOutcome]]:
+        """The owed reversal, then (once it is taken) the queued advices, oldest first; stops at the first left unanswered."""
+        prior = None
+        owed = self.state.pending_reversal()
+        if owed is not None:
+            prior = await self._deliver(owed)
+            if not prior.acknowledged:
+                return prior, []
+        outcomes = []
+        for advice in self.state.queued_advices():
+            outcome, _ = await self._deliver_advice(advice, tries=1 + self.profile.reversal_retries)
+            outcomes.append(outcome)
+            if not outcome.answered:
+                break
+        return prior, outcomes
+
+    async def _deliver_advice(
+        self, advice: Advice, tries: int, drop_unsent: bool = False
+    ) -> tuple[AdviceOutcome, Message | None]:
+        """Send an advice (0220, then 0221) until the host answers anything; its card data is unsealed per send."""
+        problem, timed_out, mti = "", False, None
+        tmk = self._advice_key(f"advice STAN {advice.stan}")
+        for _ in range(tries):
+            card_fields = unseal(tmk, advice.sealed_card) if advice.sealed_card is not None else {}
+            repeat_mti = advice.message.mti[:3] + ("1" if advice.attempts else "0")
+            request = Message(repeat_mti, {**advice.message.fields, **card_fields})
+            data = self._frame(request)
+            advice = replace(advice, attempts=advice.attempts + 1)
+            self.state.advice_attempt(advice)
+            try:
+                answer = await self._ask(request, data)
+            except LinkError as exc:
+                problem, timed_out = str(exc), isinstance(exc, LinkTimeout)
+                if not exc.sent:
+                    advice = replace(advice, attempts=advice.attempts - 1)
+                    if drop_unsent:
+                        self.state.drop_advice(advice)
+                        raise
+                    self.state.advice_attempt(advice)
+                    break
+                mti = request.mti
+                continue
+            except _Unreadable as exc:
+                problem, timed_out, mti = f"answer unreadable: {exc}", False, request.mti
+                continue
+            code = answer[39]
+            joins = None
+            if code == APPROVED and advice.kind != "offline":  # an offline sale is in the batch already
+                joins = BatchEntry(
+                    advice.batch_number, advice.stan, answer.get(37), answer.get(38), advice.amount or 0,
+                    advice.message.get(49) or self.profile.currency, advice.masked_pan, advice.created,
+                    reversal_original(advice.message), advice.kind,
+                )
+            self.state.advice_answered(advice, code, answer.get(37), joins)
+            return AdviceOutcome(
+                advice.kind, advice.stan, True, code, advice.attempts, request.mti, False,
+                f"{advice.kind} advice STAN {advice.stan} answered {code} ({response_text(code)})",
+            ), answer
+        return AdviceOutcome(
+            advice.kind, advice.stan, False, None, advice.attempts, mti, timed_out,
+            f"{advice.kind} advice STAN {advice.stan} still queued: {problem}",
+        ), None
+
+    # checks and chip
+
+    def _refuse_during_close(self) -> None:
+        if self.state.close_progress().phase is not None:
+            raise TerminalError(
+                f"terminal {self.profile.tid}: batch {self.state.batch_number} is being closed "
+                "(its totals were answered): finish it with batch_close() first"
+            )
+
+    def _check_entry(self, entry: str) -> None:
+        if entry not in ENTRY_MODES:
+            raise ValueError(f"entry {entry!r} must be one of {', '.join(ENTRY_MODES)}")
+
+    def _preauth_reference(self, rrn: str, auth_code: str) -> OriginalRef:
+        known = self.state.entry_by_rrn(rrn)
+        reference = _reference(known) if known is not None else OriginalRef(rrn)
+        return replace(reference, auth_code=auth_code)
+
+    def _chip(self, card: Card, amount: int, processing_code: str, now: datetime, pin: bool, offline: bool = False) -> bytes:
+        """Field 55 for this read: a fresh unpredictable number, and the next ATC committed before it leaves."""
+        read = ChipRead(
+            amount=amount, currency=self.profile.currency, day=now.date(), transaction_type=processing_code[:2],
+            unpredictable_number=self.rng.getrandbits(32).to_bytes(4, "big"), atc=self.state.next_atc(),
+            pin=pin, pin_pad=self.profile.pin_pad, offline=offline,
+        )
+        return chip_data(card, read)
 
     def _take_working_keys(self, answer: Message) -> str | None:
         """Store the working keys a sign-on answer carries once their check values match; else why not."""
@@ -391,37 +920,78 @@ class Terminal:
 
     # results
 
-    def _answered(
-        self, operation: str, request: Message, answer: Message, card: Card | None = None,
-        prior: ReversalOutcome | None = None,
-    ) -> TransactionResult:
+    def _answered(self, operation: str, request: Message, answer: Message, masked_pan: str | None = None) -> TransactionResult:
         code = answer[39]
         return TransactionResult(
             operation=operation, tid=self.profile.tid, request_mti=request.mti, mti=answer.mti,
             stan=request[11], response_code=code, approved=code == APPROVED, rrn=answer.get(37),
             auth_code=answer.get(38), amount=_amount(request), currency=request.get(49),
-            masked_pan=card.masked_pan if card else None, message=response_text(code),
-            timed_out=False, sent=True, prior_reversal=prior,
+            masked_pan=masked_pan, message=response_text(code), timed_out=False, sent=True,
         )
 
     def _unanswered(
-        self, operation: str, request: Message, problem: str, timed_out: bool, card: Card | None = None,
-        reversal: ReversalOutcome | None = None, prior: ReversalOutcome | None = None,
+        self, operation: str, request: Message, problem: str, timed_out: bool, masked_pan: str | None = None,
+        reversal: ReversalOutcome | None = None,
     ) -> TransactionResult:
         message = problem if reversal is None else f"{problem}; {reversal.message}"
         return TransactionResult(
             operation=operation, tid=self.profile.tid, request_mti=request.mti, mti=None, stan=request[11],
             response_code=None, approved=False, rrn=None, auth_code=None, amount=_amount(request),
-            currency=request.get(49), masked_pan=card.masked_pan if card else None, message=message,
-            timed_out=timed_out, sent=True, reversal=reversal, prior_reversal=prior,
+            currency=request.get(49), masked_pan=masked_pan, message=message,
+            timed_out=timed_out, sent=True, reversal=reversal,
         )
 
-    def _blocked(self, amount: int, card: Card, prior: ReversalOutcome) -> TransactionResult:
+    def _blocked(self, kind: str, amount: int | None, card: Card | None, prior: ReversalOutcome) -> TransactionResult:
         return TransactionResult(
-            operation="purchase", tid=self.profile.tid, request_mti="0200", mti=None, stan=None,
+            operation=kind, tid=self.profile.tid, request_mti=self.dialect.transaction(kind).mti, mti=None, stan=None,
             response_code=None, approved=False, rrn=None, auth_code=None, amount=amount,
-            currency=self.profile.currency, masked_pan=card.masked_pan,
-            message=f"purchase not sent: {prior.message}", timed_out=False, sent=False, prior_reversal=prior,
+            currency=self.profile.currency, masked_pan=card.masked_pan if card is not None else None,
+            message=f"{kind} not sent: {prior.message}", timed_out=False, sent=False, prior_reversal=prior,
+        )
+
+
+def _reference(entry: BatchEntry) -> OriginalRef:
+    """How a later request names `entry`: its RRN, authorization code, batch, STAN and date."""
+    return OriginalRef(entry.rrn or "", entry.auth_code, entry.batch_number, entry.stan, entry.time.strftime("%m%d"))
+
+
+@dataclass
+class _CloseResult:
+    """What a batch close has done so far, turned into a BatchCloseResult when it stops."""
+
+    tid: str
+    batch_number: int
+    totals: BatchTotals
+    prior: ReversalOutcome | None
+    advices: tuple[AdviceOutcome, ...]
+    code: str | None = None
+    balanced: bool | None = None
+    uploaded: int = 0
+    upload_messages: int = 0
+
+    def _result(self, state: TerminalState, closed: bool, message: str, **extra: Any) -> BatchCloseResult:
+        flagged = sum(1 for e in state.open_batch() if e.uploaded)
+        next_batch = state.finish_close() if closed else None
+        return BatchCloseResult(
+            tid=self.tid, batch_number=self.batch_number, closed=closed, balanced=self.balanced,
+            response_code=extra.pop("code", None) or self.code, already_closed=extra.pop("already_closed", False),
+            totals=self.totals, uploaded=self.uploaded, upload_messages=self.upload_messages, upload_total=flagged,
+            next_batch_number=next_batch, message=message, prior_reversal=self.prior, prior_advices=self.advices,
+            **extra,
+        )
+
+    def done(self, state: TerminalState, message: str, timed_out: bool = False, code: str | None = None) -> BatchCloseResult:
+        return self._result(state, False, message, timed_out=timed_out, code=code)
+
+    def finish(self, state: TerminalState, balanced: bool | None) -> BatchCloseResult:
+        self.balanced = balanced
+        verdict = "balanced" if balanced else "out of balance"
+        return self._result(state, True, f"batch {self.batch_number:06d} closed ({verdict}, {self.uploaded} record(s) uploaded)")
+
+    def closed_already(self, state: TerminalState) -> BatchCloseResult:
+        return self._result(
+            state, True, f"host says batch {self.batch_number:06d} is closed already (80); the terminal moves on",
+            already_closed=True,
         )
 
 

@@ -86,8 +86,12 @@ def test_manual_purchase_carries_pan_and_expiry_and_no_track(name):
 
 def test_entry_modes_say_pin_capability_in_iso87_and_pin_presence_in_cup():
     iso, cup = load_dialect("iso87ascii"), load_dialect("cup")
-    assert [entry_mode(iso, m, p, False) for m in (False, True) for p in (True, False)] == ["021", "022", "011", "012"]
-    assert [entry_mode(cup, m, True, sent) for m in (False, True) for sent in (True, False)] == ["021", "022", "011", "012"]
+    assert [entry_mode(iso, m, p, False) for m in ("swipe", "manual") for p in (True, False)] == ["021", "022", "011", "012"]
+    assert [entry_mode(cup, m, True, sent) for m in ("swipe", "manual") for sent in (True, False)] == ["021", "022", "011", "012"]
+    assert [entry_mode(cup, m, True, True) for m in ("chip", "contactless")] == ["051", "071"]
+    assert [entry_mode(iso, m, False, True) for m in ("chip", "contactless")] == ["052", "072"]
+    with pytest.raises(ValueError, match="entry 'tap'"):
+        entry_mode(cup, "tap", True, True)
 
 
 @pytest.mark.parametrize("amount", [-1, 10**12, 12.5, True])
