@@ -388,8 +388,8 @@ class HostCore:
             processing_code=message.get(3),
             amount=int(amount) if amount and amount.isdigit() else None,
             currency=message.get(49),
-            pan_masked=mask_pan(card.pan) if card.pan else None,
-            pan_hash=pan_hash,
+            pan_masked=mask_pan(card.pan) if card.pan else (ctx.original.pan_masked if ctx.original else None),
+            pan_hash=pan_hash or (ctx.original.pan_hash if ctx.original else None),  # a void sent without the card
             entry_mode=message.get(22),
             response_code=outcome.code,
             auth_code=auth_code,

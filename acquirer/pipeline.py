@@ -37,6 +37,8 @@ MANDATORY_FIELDS = (3, 4, 11, 22, 41, 42, 49)
 DEBITS = frozenset({"sale", "preauth", "completion", "offline", "authorization"})
 """Kinds that take (or hold) the cardholder's money: account rules apply to them."""
 FUNDED = frozenset({"sale", "preauth", "authorization"})
+CARDLESS = frozenset({"sale_void", "completion_void"})
+"""Kinds a terminal may send without the card: the original, named by RRN, tells whose account it is."""
 """Kinds declined 51 without the funds; a completion was held for, an offline sale already approved."""
 
 
@@ -155,14 +157,16 @@ def fields_valid(ctx: Context) -> Decline | None:
     if ctx.kind is None:
         return Decline("12", f"no transaction of this dialect is MTI {message.mti} with processing code "
                              f"{message.get(3)} and condition {message.get(25) or '00'}")
-    balance = ctx.kind.name == "balance"
-    missing = [str(n) for n in MANDATORY_FIELDS if n not in message and not (balance and n == 4)]
+    balance, cardless = ctx.kind.name == "balance", _cardless(ctx)
+    missing = [str(n) for n in MANDATORY_FIELDS
+               if n not in message and not (balance and n == 4) and not (cardless and n == 22)]
     if ctx.services.dialect.convention("transmission_datetime") and 7 not in message:
         missing.append("7")
     if ctx.card.problem is not None:
         return Decline("30", ctx.card.problem)
     if ctx.card.pan is None:
-        missing.append("2 or 35")
+        if not cardless:
+            missing.append("2 or 35")
     elif ctx.card.expiry is None:
         missing.append("14")
     if missing:
@@ -188,6 +192,22 @@ def scenario_rules(ctx: Context) -> Decline | None:
     return None
 
 
+def _cardless(ctx: Context) -> bool:
+    return ctx.card.pan is None and ctx.kind is not None and ctx.kind.name in CARDLESS
+
+
+def card_present(step: Step) -> Step:
+    """A card check that a void sent without the card skips: its original was checked when it was approved."""
+
+    def check(ctx: Context) -> Decline | None:
+        return None if _cardless(ctx) else step(ctx)
+
+    check.__name__ = step.__name__
+    check.__doc__ = step.__doc__
+    return check
+
+
+@card_present
 def card_number(ctx: Context) -> Decline | None:
     pan = ctx.card.pan or ""
     if not (12 <= len(pan) <= 19 and pan.isdigit() and luhn_ok(pan)):
@@ -195,6 +215,7 @@ def card_number(ctx: Context) -> Decline | None:
     return None
 
 
+@card_present
 def card_expiry(ctx: Context) -> Decline | None:
     expiry = ctx.card.expiry or ""
     if len(expiry) != 4 or not expiry.isdigit() or not 1 <= int(expiry[2:]) <= 12:
@@ -210,10 +231,12 @@ def keyed_entry(ctx: Context) -> Decline | None:
     return None
 
 
+@card_present
 def issuer_available(ctx: Context) -> Decline | None:
     return ctx.services.issuer.availability(ctx.card.pan or "")
 
 
+@card_present
 def card_status(ctx: Context) -> Decline | None:
     return ctx.services.issuer.card_refusal(ctx.card.pan or "")
 
@@ -302,8 +325,11 @@ def _voidable(ctx: Context, original: Transaction) -> Decline | None:
 
 def account_rules(ctx: Context) -> Decline | None:
     issuer = ctx.services.issuer
-    card = issuer.card(ctx.card.pan or "")
-    account = issuer.account(card.account_id) if card else None
+    if _cardless(ctx) and ctx.original is not None:
+        account = issuer.account(ctx.original.account_id or "")
+    else:
+        card = issuer.card(ctx.card.pan or "")
+        account = issuer.account(card.account_id) if card else None
     if account is None:
         raise LookupError("card on file without an account")
     ctx.account = account
