@@ -579,49 +579,69 @@ def pos_status(tid: str | None, state_path: str | None, fixtures_dir: str | None
         raise CommandError(f"no state for terminal {profile.tid} at {path}: it has not transacted from here (or give --state)")
     state = TerminalState(profile.tid, path)
     try:
-        batch = state.open_batch()
-        owed = state.pending_reversal()
-        totals: dict[str, int] = {}
-        for entry in batch:
-            totals[entry.currency] = totals.get(entry.currency, 0) + entry.amount
-        result = {
-            "tid": profile.tid,
-            "state": str(path.resolve()),
-            "last_stan": f"{state.last_stan:06d}",
-            "batch_number": f"{state.batch_number:06d}",
-            "signed_on": state.signed_on_date.isoformat() if state.signed_on_date else None,
-            "open_batch": {
-                "count": len(batch),
-                "amounts": totals,
-                "transactions": [
-                    {"stan": e.stan, "rrn": e.rrn, "auth_code": e.auth_code, "amount": e.amount,
-                     "currency": e.currency, "masked_pan": e.masked_pan, "time": e.time.isoformat()}
-                    for e in batch
-                ],
-            },
-            "pending_reversal": None if owed is None else {
-                "original_stan": owed.original_stan, "reason": owed.reason, "attempts": owed.attempts,
-                "amount": int(owed.original[4]) if 4 in owed.original else None, "masked_pan": owed.masked_pan,
-            },
-        }
+        result = _status(profile, state, path)
     finally:
         state.close()
     emit(as_json, result, _render_status)
 
 
+def _status(profile: Any, state: Any, path: Path) -> dict[str, Any]:
+    from possim.terminal.batch import batch_totals
+
+    batch = state.open_batch()
+    owed = state.pending_reversal()
+    totals = batch_totals(profile.load_dialect(), batch).combined
+    progress = state.close_progress()
+    return {
+        "tid": profile.tid,
+        "state": str(path.resolve()),
+        "last_stan": f"{state.last_stan:06d}",
+        "batch_number": f"{state.batch_number:06d}",
+        "signed_on": state.signed_on_date.isoformat() if state.signed_on_date else None,
+        "open_batch": {
+            "count": len(batch),
+            "currency": profile.currency,
+            "debit_count": totals.debit_count, "debit_amount": totals.debit_amount,
+            "credit_count": totals.credit_count, "credit_amount": totals.credit_amount,
+            "transactions": [
+                {"kind": e.kind, "stan": e.stan, "rrn": e.rrn, "auth_code": e.auth_code, "amount": e.amount,
+                 "currency": e.currency, "masked_pan": e.masked_pan, "time": e.time.isoformat(), "voided": e.voided}
+                for e in batch
+            ],
+        },
+        "pending_reversal": None if owed is None else {
+            "original_stan": owed.original_stan, "reason": owed.reason, "attempts": owed.attempts,
+            "amount": int(owed.original[4]) if 4 in owed.original else None, "masked_pan": owed.masked_pan,
+        },
+        "queued_advices": [
+            {"kind": a.kind, "stan": a.message.get(11), "attempts": a.attempts, "masked_pan": a.masked_pan,
+             "amount": int(a.message[4]) if 4 in a.message else None}
+            for a in state.queued_advices()
+        ],
+        "batch_close_in_progress": progress.phase,
+    }
+
+
 def _render_status(r: dict[str, Any]) -> str:
     batch = r["open_batch"]
     owed = r["pending_reversal"]
+    cur = batch["currency"]
     lines = [
         f"terminal {r['tid']} ({r['state']})",
         f"  last STAN {r['last_stan']}, batch {r['batch_number']}, signed on {r['signed_on'] or 'never'}",
-        f"  open batch: {batch['count']} approved, {_money(batch['amounts'])}",
+        f"  open batch: {batch['count']} entries; debits {batch['debit_count']} {_money({cur: batch['debit_amount']})},"
+        f" credits {batch['credit_count']} {_money({cur: batch['credit_amount']})}",
     ]
-    lines += [f"    STAN {t['stan']} rrn {t['rrn']} {_money({t['currency']: t['amount']})} {t['masked_pan']}" for t in batch["transactions"]]
+    lines += [f"    {t['kind']:<16} STAN {t['stan']} rrn {t['rrn']} {_money({t['currency']: t['amount']})} {t['masked_pan']}"
+              + (" (voided)" if t["voided"] else "") for t in batch["transactions"]]
     lines.append(
         "  reversal owed: none" if owed is None
         else f"  reversal owed: STAN {owed['original_stan']} (reason {owed['reason']}, {owed['attempts']} attempts so far)"
     )
+    lines.append(f"  advices queued: {len(r['queued_advices'])}")
+    lines += [f"    {a['kind']} STAN {a['stan']} ({a['attempts']} attempts)" for a in r["queued_advices"]]
+    if r["batch_close_in_progress"]:
+        lines.append(f"  batch close under way (phase {r['batch_close_in_progress']}): run `possim pos batch close` to finish it")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from possim.hsm_mock.client import TcpHsm
 from possim.hsm_mock.device import Hsm
 from possim.hsm_mock.server import HsmThread
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
+from possim.terminal.batch import batch_totals
 from possim.terminal.messages import build_purchase
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec
@@ -251,6 +252,73 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     await step("new request reusing a STAN", t1, "94", lambda: _reused_stan(raw, card("approve2")))
     await step("answer too late: automatic reversal (rule, amount 68.01)", t1, "reversed", lambda: _late(t1, card("approve")))
     await step("purchase after the reversal", t1, "00", buy(t1, 4200, "approve"))
+    await _transaction_set(step, t1, t2, t3)
+
+
+async def _transaction_set(
+    step: Callable[[str, Terminal, str, Callable[[], Awaitable[Any]]], Awaitable[None]],
+    t1: Terminal, t2: Terminal, t3: Terminal,
+) -> None:
+    """Every other kind of transaction, then batch close: t1's batch lacks the hand-made retransmitted sale the
+    host approved, so it closes out of balance and is uploaded; t2 and t3 close in balance."""
+    card = resolve_card
+    results: dict[str, Any] = {}
+
+    def keep(name: str, action: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        async def run() -> Any:
+            results[name] = await action()
+            return results[name]
+        return run
+
+    await step("chip sale 18.00 (field 55)", t2, "00", keep("chip", lambda: t2.purchase(1800, card("approve2"), entry="chip")))
+    await step("contactless sale 6.50", t2, "00", lambda: t2.purchase(650, card("approve2"), entry="contactless"))
+    await step("void of the chip sale", t2, "00", lambda: t2.void(results["chip"].stan))
+    await step("sale 60.00 to refund in part", t2, "00", keep("to refund", lambda: t2.purchase(6000, card("approve2"))))
+    await step("refund 25.00 of it (advice 0220)", t2, "00", lambda: t2.refund(2500, card("approve2"), results["to refund"].rrn))
+    await step("refund above what remains", t2, "13", lambda: t2.refund(4000, card("approve2"), results["to refund"].rrn))
+    await step("pre-authorization 120.00 (hold)", t2, "00", keep("hold", lambda: t2.preauth(12000, card("approve2"))))
+    await step("completion 130.00 (within the tolerance)", t2, "00",
+               lambda: t2.completion(13000, card("approve2"), results["hold"].rrn, results["hold"].auth_code))
+    await step("pre-authorization 40.00", t2, "00", keep("hold2", lambda: t2.preauth(4000, card("approve2"))))
+    await step("pre-authorization cancelled", t2, "00",
+               lambda: t2.preauth_void(results["hold2"].rrn, results["hold2"].auth_code, 4000, card("approve2")))
+    await step("balance inquiry (field 54)", t2, "00", lambda: t2.balance(card("approve2")))
+    await step("offline sale 9.90, approved by the terminal", t2, "Y1", lambda: t2.offline(990, card("approve2")))
+    await step("offline advice sent (0220)", t2, "00", lambda: _advices(t2))
+    await step("batch close, out of balance: the host has a sale the terminal's batch lacks; uploaded", t1,
+               "out of balance, uploaded", lambda: _close(t1))
+    await step("batch close in balance", t2, "in balance", lambda: _close(t2))
+    await step("batch close in balance (DUKPT terminal)", t3, "in balance", lambda: _close(t3))
+    if "batch_number" in t3.dialect.roles:  # a dialect whose 0500 names its batch can be told it is closed
+        await step("closing the same batch again", t3, "80", lambda: _close_again(t3))
+
+
+async def _advices(terminal: Terminal) -> dict[str, Any]:
+    run = (await terminal.send_advices()).to_json()
+    codes = {a["response_code"] for a in run["advices"]}
+    run["outcome"] = "00" if run["remaining"] == 0 and codes == {"00"} else f"{run['remaining']} left, codes {sorted(codes)}"
+    return run
+
+
+async def _close(terminal: Terminal) -> dict[str, Any]:
+    """Close the batch; the outcome says whether it balanced and, when it did not, that the upload went through."""
+    result = (await terminal.batch_close()).to_json()
+    uploaded = result["uploaded"] == result["upload_total"] > 0
+    if result["closed"] and result["balanced"]:
+        result["outcome"] = "in balance"
+    elif result["closed"] and uploaded:
+        result["outcome"] = "out of balance, uploaded"
+    else:
+        result["outcome"] = result["message"]
+    return result
+
+
+async def _close_again(terminal: Terminal) -> dict[str, Any]:
+    """Ask the host to close the batch just closed, as a terminal restored from a backup would."""
+    terminal.state.mark_signed_on(terminal.clock().date(), terminal.state.batch_number - 1)
+    result = (await terminal.batch_close()).to_json()
+    result["outcome"] = result["response_code"] if result["already_closed"] else result["message"]
+    return result
 
 
 async def _malformed(raw: _Raw, card: Card) -> dict[str, Any]:
@@ -338,14 +406,13 @@ def _journal_summary(path: Path) -> dict[str, Any]:
 def _terminal_summary(terminal: Terminal) -> dict[str, Any]:
     state = terminal.state
     batch = state.open_batch()
-    totals: dict[str, int] = {}
-    for entry in batch:
-        totals[entry.currency] = totals.get(entry.currency, 0) + entry.amount
+    totals = batch_totals(terminal.dialect, batch).combined
     owed = state.pending_reversal()
     return {
         "tid": terminal.profile.tid,
         "last_stan": state.last_stan,
         "batch_number": state.batch_number,
-        "open_batch": {"count": len(batch), "amounts": totals},
+        "open_batch": {"count": len(batch), "debit_amount": totals.debit_amount, "credit_amount": totals.credit_amount},
         "pending_reversal": owed.original_stan if owed else None,
+        "queued_advices": len(state.queued_advices()),
     }

@@ -22,10 +22,11 @@ from possim.wire.batch_totals import (
 from possim.wire.message import Message
 
 from .journal import APPROVED, VOIDED, ClosedBatch, TerminalSession, Transaction, Unit, UploadedRecord
-from .reply import Reply
+from .reply import Reply, shaped
 
 if TYPE_CHECKING:
     from .core import HostCore, _Request
+    from .rules import Rule
 
 TOTALS_CODE = "201"
 END_OF_UPLOAD_CODES = ("202", "207")
@@ -47,6 +48,9 @@ class BatchClose:
 
     def totals(self, req: _Request) -> Reply:
         core, message, tid = self.core, req.message, req.message[41]
+        rule = core._rule_for(message, None)
+        if rule is not None and rule.respond is not None:
+            return core._answer_only(req, _ECHO, rule.respond, f"scenario rule {rule.name!r}", rule)
         if (refusal := core._unknown_terminal(message)) is not None:
             return core._answer_only(req, _ECHO, *refusal)
         session = self.journal.terminal(tid)  # the batch a 0500 closes: the one it names (cup 60.2), else the open one
@@ -57,7 +61,7 @@ class BatchClose:
         last = self.journal.last_closed_batch(tid)
         named = self.dialect.get_role(message, "batch_number")
         if last is not None and last.close_stan == message[11] and named in (None, last.batch_number):
-            return self._answer(req, last, None, "retransmitted batch close: first answer repeated")
+            return self._answer(req, last, None, "retransmitted batch close: first answer repeated", rule)
         batch = named if named and named.isdigit() else session.batch_number
         closed = self.journal.closed_batch(tid, batch)
         if closed is not None:
@@ -72,9 +76,11 @@ class BatchClose:
         record = ClosedBatch(tid, batch, req.business_date, req.at, balanced, _dump(theirs), _dump(ours), message[11])
         following = TerminalSession(tid, session.signed_on_date, f"{int(batch) + 1:06d}", req.at)
         note = f"batch {batch} closed {'in balance' if balanced else 'out of balance'}"
-        return self._answer(req, record, following, note)
+        return self._answer(req, record, following, note, rule)
 
-    def _answer(self, req: _Request, record: ClosedBatch, following: TerminalSession | None, note: str) -> Reply:
+    def _answer(
+        self, req: _Request, record: ClosedBatch, following: TerminalSession | None, note: str, rule: Rule | None
+    ) -> Reply:
         core, message = self.core, req.message
         code = "00" if record.balanced else self.dialect.response_code("out_of_balance")
         response = core._response(message, _ECHO, code, req.now)
@@ -85,7 +91,7 @@ class BatchClose:
         unit = Unit((core._entry_in(req, note), core._entry_out(req, response, None if record.balanced else note)),
                     terminal=following, closed_batch=record if following is not None else None, at=req.at)
         self.journal.record(unit)
-        return Reply(data)
+        return shaped(data, rule)
 
     def _read_totals(self, message: Message) -> BatchTotals:
         if self._split:
@@ -125,6 +131,9 @@ class BatchClose:
 
     def upload(self, req: _Request) -> Reply:
         core, message, tid = self.core, req.message, req.message[41]
+        rule = core._rule_for(message, None)
+        if rule is not None and rule.respond is not None:
+            return core._answer_only(req, _ECHO, rule.respond, f"scenario rule {rule.name!r}", rule)
         if (refusal := core._unknown_terminal(message)) is not None:
             return core._answer_only(req, _ECHO, *refusal)
         session = self.journal.terminal(tid)
@@ -140,7 +149,7 @@ class BatchClose:
                 count = read_end_of_upload_48(message.get(48) or "")
                 stored = len(self.journal.uploads(tid, closed.batch_number))
                 note = f"end of upload of batch {closed.batch_number}: {count} records announced, {stored} received"
-                return core._answer_only(req, _ECHO, "00", note)
+                return core._answer_only(req, _ECHO, "00", note, rule)
             records = self._records(req, closed.batch_number)
         except TotalsError as exc:
             return core._answer_only(req, _ECHO, "30", str(exc))
@@ -148,7 +157,7 @@ class BatchClose:
         data = core._frame(response, req.envelope)
         note = f"upload of batch {closed.batch_number}: {len(records)} record(s)"
         core.journal.record(Unit((core._entry_in(req, note), core._entry_out(req, response)), uploads=records, at=req.at))
-        return Reply(data)
+        return shaped(data, rule)
 
     def _records(self, req: _Request, batch: str) -> tuple[UploadedRecord, ...]:
         message, tid = req.message, req.message[41]

@@ -49,7 +49,7 @@ from .journal import (
     AccountBalance, Hold, Journal, JournalError, MessageEntry, Posting, TerminalSession, Transaction, Unit,
 )
 from .batch_close import BatchClose
-from .reply import Reply
+from .reply import Reply, shaped as _reply
 from .effects import Effects, approved_effects, expiry_effects, reversal_effects
 from .pin_check import PinVerifier
 from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, log_fault, read_card, run
@@ -679,18 +679,6 @@ def _fingerprint(message: Message, pan_hash: str | None) -> str:
 def _year_and_day(day: date) -> str:
     """YDDD: last digit of the year and day of the year, as an RRN starts."""
     return f"{day.year % 10}{day.timetuple().tm_yday:03d}"
-
-
-def _reply(data: bytes | None, rule: Rule | None) -> Reply:
-    """The answer as a scenario rule shapes it: on time, late, never (drop) or never and hung up (close).
-    The request is journaled and posted in every case, as a host whose answer is lost would have."""
-    if rule is None:
-        return Reply(data)
-    if rule.drop:
-        return Reply(None)
-    if rule.close:
-        return Reply(None, close=True)
-    return Reply(data, rule.delay)
 
 
 def _stamp(now: datetime) -> str:

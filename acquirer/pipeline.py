@@ -225,6 +225,7 @@ def card_expiry(ctx: Context) -> Decline | None:
     return None
 
 
+@card_present
 def keyed_entry(ctx: Context) -> Decline | None:
     if ctx.card.keyed and ctx.merchant is not None and not ctx.merchant.allow_manual_entry:
         return Decline("58", f"merchant {ctx.merchant.id} does not accept keyed entry")

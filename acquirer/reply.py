@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .rules import Rule
 
 
 @dataclass(frozen=True)
@@ -12,3 +16,15 @@ class Reply:
     data: bytes | None = None
     delay: float = 0.0
     close: bool = False
+
+
+def shaped(data: bytes | None, rule: Rule | None) -> Reply:
+    """The answer as a scenario rule shapes it: on time, late, never (drop) or never and hung up (close).
+    The request is journaled and posted in every case, as a host whose answer is lost would have."""
+    if rule is None:
+        return Reply(data)
+    if rule.drop:
+        return Reply(None)
+    if rule.close:
+        return Reply(None, close=True)
+    return Reply(data, rule.delay)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from possim.hsm_mock.key_download import KeyDownloadError, clear_key, unpack
 from possim.hsm_mock.pinblock import PinBlockError
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
-from possim.wire.batch_totals import BatchTotals, Totals, TotalsError, UploadRecord, decode_cup48, end_of_upload_48, pack_cup_upload
+from possim.wire.batch_totals import BatchTotals, TotalsError, decode_cup48, end_of_upload_48, pack_cup_upload
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
 from possim.wire.framing import FramingError, frame
@@ -34,6 +34,7 @@ from possim.wire.message import Message
 from possim.wire.trace import trace_record
 
 from .advice_store import seal, split_card_data, unseal
+from .batch import batch_totals, settled_entries, upload_record
 from .cards import Card
 from .emv import ChipRead, chip_data
 from .link import Link, LinkError, LinkTimeout
@@ -463,7 +464,7 @@ class Terminal:
         """
         async with self._busy:
             prior, advices = await self._backlog()  # an approved refund advice joins the batch: totals after
-            result = _CloseResult(self.profile.tid, self.state.batch_number, self._totals(), prior, tuple(advices))
+            result = _CloseResult(self.profile.tid, self.state.batch_number, batch_totals(self.dialect, self.state.open_batch()), prior, tuple(advices))
             if prior is not None and not prior.acknowledged:
                 return result.done(self.state, f"batch not closed: {prior.message}")
             queued = self.state.queued_advices()
@@ -509,7 +510,7 @@ class Terminal:
             progress = replace(progress, phase="end")
             self.state.save_close_progress(progress)
         if cup_style:
-            uploaded = sum(1 for e in self._settled_entries() if e.uploaded)
+            uploaded = sum(1 for e in settled_entries(self.dialect, self.state.open_batch()) if e.uploaded)
             request = build_cup_upload(
                 self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
                 batch_number=self.state.batch_number, field48=end_of_upload_48(uploaded), end=True,
@@ -524,10 +525,10 @@ class Terminal:
         return result.finish(self.state, balanced=progress.balanced)
 
     async def _upload_cup(self, result: _CloseResult) -> None:
-        pending = [e for e in self._settled_entries() if not e.uploaded]
+        pending = [e for e in settled_entries(self.dialect, self.state.open_batch()) if not e.uploaded]
         for start in range(0, len(pending), UPLOAD_PER_MESSAGE):
             chunk = pending[start:start + UPLOAD_PER_MESSAGE]
-            (field48,) = pack_cup_upload([self._upload_record(e) for e in chunk])
+            (field48,) = pack_cup_upload([upload_record(self.dialect, e) for e in chunk])
             request = build_cup_upload(
                 self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
                 batch_number=self.state.batch_number, field48=field48,
@@ -535,7 +536,7 @@ class Terminal:
             await self._upload(request, chunk, result)
 
     async def _upload_iso(self, result: _CloseResult) -> None:
-        for entry in [e for e in self._settled_entries() if not e.uploaded]:
+        for entry in [e for e in settled_entries(self.dialect, self.state.open_batch()) if not e.uploaded]:
             await self._upload(build_iso_upload(self.dialect, entry.original, entry.rrn, now=self.clock()), [entry], result)
 
     async def _upload(self, request: Message, entries: list[BatchEntry], result: _CloseResult) -> None:
@@ -571,27 +572,6 @@ class Terminal:
             self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
             batch_number=self.state.batch_number, currency=self.profile.currency, totals=totals, trailer=trailer,
         )
-
-    def _settled_entries(self) -> list[BatchEntry]:
-        """The open batch's transactions that count in the totals (and are uploaded)."""
-        return [e for e in self.state.open_batch() if self.dialect.transaction(e.kind).totals != "none"]
-
-    def _domestic(self, masked_pan: str) -> bool:
-        return any(masked_pan.startswith(str(b)) for b in self.dialect.convention("domestic_bins", ["62"]))
-
-    def _totals(self) -> BatchTotals:
-        """Debits (sales, completions, offline) and credits (voids, refunds) of the open batch, domestic and foreign."""
-        domestic, foreign = Totals(), Totals()
-        for entry in self._settled_entries():
-            side = self.dialect.transaction(entry.kind).totals
-            if self._domestic(entry.masked_pan):
-                domestic = domestic.add(side, entry.amount)
-            else:
-                foreign = foreign.add(side, entry.amount)
-        return BatchTotals(domestic, foreign)
-
-    def _upload_record(self, entry: BatchEntry) -> UploadRecord:
-        return UploadRecord("00" if self._domestic(entry.masked_pan) else "01", entry.stan, entry.masked_pan, entry.amount)
 
     # one online transaction
 

@@ -138,10 +138,19 @@ def test_pos_status_shows_what_the_terminal_remembers(host, tmp_path: Path) -> N
     common = ["--tid", "10000001", "--state", str(tmp_path / "t1.sqlite")]
     possim("pos", "signon", "--host", address, *common)
     possim("pos", "purchase", "--host", address, "--amount", "7.00", *common)
+    possim("pos", "purchase", "--host", address, "--amount", "3.00", *common)
+    possim("pos", "void", "--host", address, *common)
+    possim("pos", "offline", "--host", address, "--amount", "2.00", *common)
     status = json.loads(possim("pos", "status", "--json", *common).stdout)
-    assert status["last_stan"] == "000002" and status["pending_reversal"] is None
-    assert status["open_batch"]["count"] == 1 and status["open_batch"]["amounts"] == {"156": 700}
-    assert status["open_batch"]["transactions"][0]["masked_pan"] == "622848*********0017"
+    assert status["last_stan"] == "000005" and status["pending_reversal"] is None
+    batch = status["open_batch"]
+    assert (batch["debit_count"], batch["debit_amount"], batch["credit_count"], batch["credit_amount"]) == (3, 1200, 1, 300)
+    assert [(t["kind"], t["voided"]) for t in batch["transactions"]] == [
+        ("sale", False), ("sale", True), ("sale_void", False), ("offline", False)]
+    assert batch["transactions"][0]["masked_pan"] == "622848*********0017"
+    assert [(a["kind"], a["stan"]) for a in status["queued_advices"]] == [("offline", "000005")]
+    text = possim("pos", "status", *common).stdout
+    assert "advices queued: 1" in text and "(voided)" in text
 
 
 def test_iso_decode_reads_hex_from_stdin() -> None:
@@ -296,3 +305,29 @@ def test_host_refuses_an_hsm_it_cannot_use_in_one_line(tmp_path: Path) -> None:
         assert "must hold the same LMK" in error
     finally:
         _stop(hsm)
+
+
+def test_the_whole_transaction_set_from_the_command_line_with_receipts(host, tmp_path: Path) -> None:
+    address, db = host
+    common = ["--host", address, "--tid", "10000001", "--state", str(tmp_path / "t.sqlite"), "--json"]
+    receipt = tmp_path / "receipts.txt"
+    run = lambda *args: json.loads(possim("pos", *args, *common).stdout)  # noqa: E731
+    assert run("signon")["approved"]
+    sale = run("purchase", "--amount", "20.00", "--entry", "chip", "--receipt", str(receipt))
+    assert sale["approved"] and sale["operation"] == "sale"
+    assert run("refund", "--amount", "5.00", "--rrn", sale["rrn"])["approved"]
+    hold = run("preauth", "--amount", "30.00")
+    assert run("completion", "--amount", "32.00", "--rrn", hold["rrn"], "--auth", hold["auth_code"])["approved"]
+    cancel = run("preauth", "--amount", "9.00")
+    assert run("preauth-cancel", "--amount", "9.00", "--rrn", cancel["rrn"], "--auth", cancel["auth_code"])["approved"]
+    assert run("balance")["balance"] == 5000000 - 2000 + 500 - 3200
+    assert run("offline", "--amount", "1.00")["queued"]
+    advices = run("send-advices")
+    assert advices["remaining"] == 0
+    closed = run("batch", "close", "--receipt", str(receipt))
+    assert closed["closed"] and closed["balanced"] and closed["next_batch_number"] == 2
+    text = receipt.read_text()
+    assert "SALE" in text and "APPROVED" in text and "BATCH BALANCED" in text
+    assert "6228480010000000017" not in text
+    again = possim("pos", "refund", "--amount", "99.00", "--rrn", sale["rrn"], *common)
+    assert json.loads(again.stdout)["response_code"] == "13"  # above what remains of the 20.00

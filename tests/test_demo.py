@@ -32,16 +32,12 @@ def test_every_step_answers_as_expected(demo) -> None:
     assert got["answer too late: automatic reversal (rule, amount 68.01)"] == "reversed"
     codes = {s["got"] for s in report["steps"]}
     assert codes >= {"00", "05", "12", "13", "14", "15", "30", "41", "43", "51", "54", "55", "57", "58", "61",
-                     "75", "77", "91", "94", "96"}
+                     "75", "77", "80", "91", "94", "96", "Y1", "in balance", "out of balance, uploaded"}
 
 
 def test_summary_is_read_back_from_the_journal(demo) -> None:
     report, out = demo
     groups = {(g["response_code"], g["status"]): g for g in report["journal"]["by_response_code"]}
-    # 12.50 + 88.00 + 230.00 + PIN purchases 25.00, 50.00 and 30.00 (DUKPT)
-    # + 15.00 (the retransmitted one, posted once) + 42.00
-    assert groups["00", "approved"]["count"] == 8
-    assert groups["00", "approved"]["amounts"] == {"156": 1250 + 8800 + 23000 + 2500 + 5000 + 3000 + 1500 + 4200}
     assert groups["00", "reversed"]["amounts"] == {"156": 6801}
     assert report["journal"]["answers_sent"]["0210 30"] == 1
     assert report["journal"]["answers_sent"]["0210 94"] == 1
@@ -51,13 +47,38 @@ def test_summary_is_read_back_from_the_journal(demo) -> None:
     assert balances["A-1001"] == opening["A-1001"] - (1250 + 23000 + 2500 + 3000 + 4200)
     # over-limit (A-1003): the 50.00 PIN purchase verified by IBM offset
     assert balances["A-1003"] == opening["A-1003"] - 5000
-    # approve2 (A-1004): 88.00 + the retransmitted 15.00 once
-    assert balances["A-1004"] == opening["A-1004"] - (8800 + 1500)
-    t1 = next(t for t in report["terminals"] if t["tid"] == "10000001")
-    assert t1["pending_reversal"] is None
-    assert t1["open_batch"] == {"count": 5, "amounts": {"156": 1250 + 8800 + 2500 + 5000 + 4200}}
+    # approve2 (A-1004): 88.00 + the retransmitted 15.00 once, then terminal 2's transaction set:
+    # 18.00 chip sale voided, 6.50 contactless, 60.00 sale less a 25.00 refund, 130.00 completing a 120.00
+    # hold, a 40.00 hold cancelled, and a 9.90 offline sale
+    assert balances["A-1004"] == opening["A-1004"] - (8800 + 1500) - (650 + 6000 - 2500 + 13000 + 990)
+    for t in report["terminals"]:  # every batch closed: nothing open, nothing owed
+        assert (t["batch_number"], t["open_batch"]["count"], t["pending_reversal"], t["queued_advices"]) == (2, 0, None, 0)
     for path in report["files"].values():
         assert Path(path).is_file() and Path(path).is_relative_to(out)
+
+
+def test_every_kind_is_journaled_and_every_batch_closed(demo) -> None:
+    from possim.acquirer.journal import Journal
+
+    _, out = demo
+    journal = Journal(out / "journal.sqlite")
+    try:
+        kinds = {(t.kind, t.status) for t in journal.transactions() if t.response_code == "00"}
+        assert kinds >= {("sale", "approved"), ("sale", "voided"), ("sale_void", "approved"), ("refund", "approved"),
+                         ("preauth", "approved"), ("preauth", "voided"), ("preauth_void", "approved"),
+                         ("completion", "approved"), ("balance", "approved"), ("offline", "approved")}
+        out_of_balance = journal.closed_batch("10000001", "000001")
+        assert not out_of_balance.balanced
+        host, terminal = out_of_balance.host_totals["domestic"], out_of_balance.terminal_totals["domestic"]
+        # the host's debits hold the hand-made retransmitted 15.00 the terminal's batch never had
+        assert host["debit_amount"] - terminal["debit_amount"] == 1500 and host["debit_count"] - terminal["debit_count"] == 1
+        records = sum(block["debit_count"] + block["credit_count"] for block in out_of_balance.terminal_totals.values())
+        assert len(journal.uploads("10000001", "000001")) == records  # domestic and foreign (the 4000... card)
+        for tid in ("10000002", "10000003"):
+            closed = journal.closed_batch(tid, "000001")
+            assert closed.balanced and closed.terminal_totals == closed.host_totals
+    finally:
+        journal.close()
 
 
 def test_no_file_the_demo_wrote_holds_card_data(demo) -> None:
