@@ -433,13 +433,29 @@ ENTRIES = ("swipe", "chip", "contactless", "manual")
 
 
 def _minor(terminal: Any, amount: str) -> int:
+    """--amount in the terminal's currency's minor units; a bad value is a usage error (exit 2)."""
     from possim.wire.money import currency, format_major, parse_major
 
     cur = currency(terminal.profile.currency)
-    minor = parse_major(amount, cur)
+    try:
+        minor = parse_major(amount, cur)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--amount'") from None
     if minor > MAX_AMOUNT:
-        raise CommandError(f"amount {amount} is too large: field 4 holds at most {format_major(MAX_AMOUNT, cur)} {cur.alpha}")
+        raise click.BadParameter(f"{amount} is too large: field 4 holds at most {format_major(MAX_AMOUNT, cur)} {cur.alpha}",
+                                 param_hint="'--amount'")
     return minor
+
+
+def _reference(length: int, what: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback checking an RRN (12) or authorization code (6) before anything is sent."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and (len(value) != length or not value.isalnum()):
+            raise click.BadParameter(f"{value!r}: {what} is {length} letters or digits, as the receipt shows it")
+        return value
+
+    return check
 
 
 def _card_action(options: dict[str, Any], act: Callable[[Any, Any, str, str | None], Any]) -> None:
@@ -478,7 +494,7 @@ def pos_void(stan: str | None, **options: Any) -> None:
 
 @pos.command("refund")
 @click.option("--amount", required=True, help="Amount to give back, in major units.")
-@click.option("--rrn", required=True, help="RRN of the sale or completion refunded (its receipt shows it).")
+@click.option("--rrn", required=True, callback=_reference(12, "an RRN"), help="RRN of the sale or completion refunded (its receipt shows it).")
 @card_options
 @pos_options
 def pos_refund(amount: str, rrn: str, **options: Any) -> None:
@@ -495,10 +511,16 @@ def pos_preauth(amount: str, **options: Any) -> None:
     _card_action(options, lambda t, card, entry, pin: t.preauth(_minor(t, amount), card, pin=pin, entry=entry))
 
 
+def preauth_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The pre-authorization a cancel or completion acts on."""
+    command = click.option("--auth", "auth_code", required=True, callback=_reference(6, "an authorization code"),
+                           help="Its authorization code.")(command)
+    return click.option("--rrn", required=True, callback=_reference(12, "an RRN"), help="RRN of the pre-authorization.")(command)
+
+
 @pos.command("preauth-cancel")
 @click.option("--amount", required=True, help="The pre-authorized amount, in major units.")
-@click.option("--rrn", required=True, help="RRN of the pre-authorization.")
-@click.option("--auth", "auth_code", required=True, help="Its authorization code.")
+@preauth_options
 @card_options
 @pos_options
 def pos_preauth_cancel(amount: str, rrn: str, auth_code: str, **options: Any) -> None:
@@ -508,8 +530,7 @@ def pos_preauth_cancel(amount: str, rrn: str, auth_code: str, **options: Any) ->
 
 @pos.command("completion")
 @click.option("--amount", required=True, help="Amount to take, in major units (up to the pre-authorized amount plus the host's tolerance).")
-@click.option("--rrn", required=True, help="RRN of the pre-authorization.")
-@click.option("--auth", "auth_code", required=True, help="Its authorization code.")
+@preauth_options
 @card_options
 @pos_options
 def pos_completion(amount: str, rrn: str, auth_code: str, **options: Any) -> None:
@@ -679,6 +700,7 @@ def _run_terminal(
         finally:
             await terminal.link.close()
 
+    batch_number = state.batch_number
     try:
         result = asyncio.run(go())
     finally:
@@ -687,14 +709,14 @@ def _run_terminal(
             trace_file.close()
     data = result.to_json()
     if receipt:
-        _write_receipt(receipt, profile, options["fixtures_dir"], result)
+        _write_receipt(receipt, profile, options["fixtures_dir"], result, batch_number)
     emit(options["as_json"], data, render or _render_result)
     if (no_answer or (lambda d: d["response_code"] is None))(data):
         sys.exit(EXIT_NO_ANSWER)
 
 
-def _write_receipt(path: str, profile: Any, fixtures_dir: str | None, result: Any) -> None:
-    """Customer and merchant copies of a transaction, or the settlement slip of a batch close."""
+def _write_receipt(path: str, profile: Any, fixtures_dir: str | None, result: Any, batch_number: int) -> None:
+    """Customer and merchant copies of a transaction (in the batch it joined), or the settlement slip of a batch close."""
     from datetime import datetime
 
     from possim.fixtures import load_fixture
@@ -708,9 +730,8 @@ def _write_receipt(path: str, profile: Any, fixtures_dir: str | None, result: An
         text = receipts.settlement_slip(profile.tid, name, result.batch_number, now, {profile.currency: combined},
                                         result.balanced)
     else:
-        batch = getattr(result, "batch_number", None) or 0
-        text = "\n".join((receipts.customer_receipt(result, name, profile.mid, now, batch),
-                          receipts.merchant_receipt(result, name, profile.mid, now, batch)))
+        text = "\n".join((receipts.customer_receipt(result, name, profile.mid, now, batch_number),
+                          receipts.merchant_receipt(result, name, profile.mid, now, batch_number)))
     with open(path, "a", encoding="utf-8") as file:
         file.write(text + "\n\n")
 
@@ -750,6 +771,8 @@ def _render_result(r: dict[str, Any]) -> str:
         verdict = "APPROVED" if r["approved"] else "DECLINED"
         head = f"{verdict} {r['response_code']} {r['message']} — {r['operation']}{amount}"
     parts = [f"tid {r['tid']}", f"stan {r['stan']}"]
+    if r.get("balance") is not None and r.get("currency"):
+        parts.append(f"available balance {_money({r['currency']: r['balance']})}")
     parts += [f"{k} {r[k]}" for k in ("rrn", "auth_code", "masked_pan") if r.get(k)]
     lines = [head, "  " + ", ".join(parts)]
     for key in ("prior_reversal", "reversal"):
@@ -1021,9 +1044,9 @@ def _render_demo(r: dict[str, Any]) -> str:
     lines += ["", "Terminals:"]
     for t in r["terminals"]:
         lines.append(
-            f"  {t['tid']}  last STAN {t['last_stan']:06d}, batch {t['batch_number']:06d}: "
-            f"{t['open_batch']['count']} approved, {money(t['open_batch']['amounts'])}; "
-            f"reversal owed: {t['pending_reversal'] or 'none'}"
+            f"  {t['tid']}  last STAN {t['last_stan']:06d}, open batch {t['batch_number']:06d}: "
+            f"{t['open_batch']['count']} entries; reversal owed: {t['pending_reversal'] or 'none'}; "
+            f"advices queued: {t['queued_advices']}"
         )
     width = max(len(name) for name in r["files"])
     lines += ["", "Files:"] + [f"  {name:<{width}}  {path}" for name, path in r["files"].items()]

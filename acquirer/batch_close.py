@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from possim.wire.batch_totals import (
     BatchTotals, Totals, TotalsError, decode_cup48, encode_cup48, read_end_of_upload_48, read_iso_totals,
-    set_iso_totals, unpack_cup_upload,
+    unpack_cup_upload,
 )
 from possim.wire.message import Message
 
@@ -46,13 +46,21 @@ class BatchClose:
 
     # ---- 0500 ----
 
+    def _refused(self, req: _Request) -> tuple[Reply | None, Rule | None]:
+        """The answer when a scenario rule forces one or the terminal is not ours; and the rule that applies."""
+        core = self.core
+        rule = core._rule_for(req.message, None)
+        if rule is not None and rule.respond is not None:
+            return core._answer_only(req, _ECHO, rule.respond, f"scenario rule {rule.name!r}", rule), rule
+        if (refusal := core._unknown_terminal(req.message)) is not None:
+            return core._answer_only(req, _ECHO, *refusal), rule
+        return None, rule
+
     def totals(self, req: _Request) -> Reply:
         core, message, tid = self.core, req.message, req.message[41]
-        rule = core._rule_for(message, None)
-        if rule is not None and rule.respond is not None:
-            return core._answer_only(req, _ECHO, rule.respond, f"scenario rule {rule.name!r}", rule)
-        if (refusal := core._unknown_terminal(message)) is not None:
-            return core._answer_only(req, _ECHO, *refusal)
+        refused, rule = self._refused(req)
+        if refused is not None:
+            return refused
         session = self.journal.terminal(tid)  # the batch a 0500 closes: the one it names (cup 60.2), else the open one
         if session is None or session.signed_on_date is None:
             return core._answer_only(req, _ECHO, self.dialect.response_code("not_signed_on"), f"terminal {tid} not signed on")
@@ -131,11 +139,9 @@ class BatchClose:
 
     def upload(self, req: _Request) -> Reply:
         core, message, tid = self.core, req.message, req.message[41]
-        rule = core._rule_for(message, None)
-        if rule is not None and rule.respond is not None:
-            return core._answer_only(req, _ECHO, rule.respond, f"scenario rule {rule.name!r}", rule)
-        if (refusal := core._unknown_terminal(message)) is not None:
-            return core._answer_only(req, _ECHO, *refusal)
+        refused, rule = self._refused(req)
+        if refused is not None:
+            return refused
         session = self.journal.terminal(tid)
         named = self.dialect.get_role(message, "batch_number")
         closed = self.journal.closed_batch(tid, named) if named and named.isdigit() \

@@ -302,10 +302,14 @@ def original_valid(ctx: Context) -> Decline | None:
         if (ctx.amount or 0) > remaining:
             return Decline("13", f"refund of {ctx.amount} is above the {remaining} still refundable of RRN {message[37]}")
         return None
+    if message.get(38) != original.auth_code:
+        return Decline("25", f"no pre-authorization with RRN {message[37]} and authorization code {message.get(38)}")
     hold = journal.hold(original.id or 0)
     if hold is None or hold.state != HELD:
         return Decline("12", f"the pre-authorization (RRN {message[37]}) is {hold.state if hold else 'not held'}")
     ctx.hold = hold
+    if kind.name == "preauth_void" and ctx.amount != hold.amount:
+        return Decline("13", f"cancel of {ctx.amount}: the pre-authorization holds {hold.amount}")
     if kind.name == "completion":
         ceiling = hold.amount * (100 + ctx.preauth_tolerance_percent) // 100
         if (ctx.amount or 0) > ceiling:

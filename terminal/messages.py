@@ -20,7 +20,6 @@ from .pin_pad import SECURITY_CONTROL, EncryptedPin
 
 NETWORK_SIGN_ON = "001"
 NETWORK_NONE = "000"
-TYPE_SIGN_ON = "00"
 """60.1 of a sign-on; financial kinds take theirs from the dialect's transaction table."""
 OPERATOR = "001"
 ENTRY_MODES = {"manual": "01", "swipe": "02", "chip": "05", "contactless": "07"}
@@ -85,14 +84,8 @@ def sign_on_code(dialect: Dialect, track_key: bool) -> str:
 def build_sign_on(
     dialect: Dialect, *, tid: str, mid: str, stan: str, now: datetime, batch_number: int, track_key: bool = False
 ) -> Message:
-    message = Message("0800")
-    _stamp(dialect, message, now)
-    message[11] = stan
-    message[41] = tid
-    message[42] = mid
-    dialect.set_role(message, "transaction_type", TYPE_SIGN_ON)
-    dialect.set_role(message, "batch_number", f"{batch_number:06d}")
-    dialect.set_role(message, "network_code", sign_on_code(dialect, track_key))
+    message = _management(dialect, "0800", tid=tid, mid=mid, stan=stan, now=now, batch_number=batch_number,
+                          network_code=sign_on_code(dialect, track_key), in_own_field=True)
     if _sends_operator(dialect):
         message[63] = OPERATOR
     return message
@@ -284,7 +277,9 @@ def settles_in_field_48(dialect: Dialect) -> bool:
 
 
 def _management(dialect: Dialect, mti: str, *, tid: str, mid: str, stan: str, now: datetime, batch_number: int,
-                network_code: str) -> Message:
+                network_code: str, in_own_field: bool = False) -> Message:
+    """A network-management style message. Its network code goes in a positional subfield (cup 60.3)
+    always, in a field of its own (iso87's 70) only when `in_own_field`: 0800 uses 70, 0500/0320 do not."""
     message = Message(mti)
     _stamp(dialect, message, now)
     message[11] = stan
@@ -292,7 +287,7 @@ def _management(dialect: Dialect, mti: str, *, tid: str, mid: str, stan: str, no
     message[42] = mid
     dialect.set_role(message, "transaction_type", TYPE_MANAGEMENT)
     dialect.set_role(message, "batch_number", f"{batch_number:06d}")
-    if "." in dialect.roles.get("network_code", ""):
+    if in_own_field or "." in dialect.roles.get("network_code", ""):
         dialect.set_role(message, "network_code", network_code)
     return message
 

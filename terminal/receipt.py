@@ -20,7 +20,7 @@ from possim.wire.money import currency, format_major
 from .messages import response_text
 
 if TYPE_CHECKING:
-    from .terminal import TransactionResult
+    from .results import TransactionResult
 
 DEFAULT_WIDTH = 32
 MIN_WIDTH = 24

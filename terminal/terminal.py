@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any, Callable
 
 from possim.hsm_mock.key_download import KeyDownloadError, clear_key, unpack
 from possim.hsm_mock.pinblock import PinBlockError
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
-from possim.wire.batch_totals import BatchTotals, TotalsError, decode_cup48, end_of_upload_48, pack_cup_upload
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
 from possim.wire.framing import FramingError, frame
@@ -34,7 +33,7 @@ from possim.wire.message import Message
 from possim.wire.trace import trace_record
 
 from .advice_store import seal, split_card_data, unseal
-from .batch import batch_totals, settled_entries, upload_record
+from .batch_close import BatchCloser
 from .cards import Card
 from .emv import ChipRead, chip_data
 from .link import Link, LinkError, LinkTimeout
@@ -48,174 +47,27 @@ from .messages import (
     answer_body,
     answer_problem,
     balance_of,
-    build_cup_upload,
-    build_iso_upload,
     build_request,
     build_reversal,
-    build_settlement,
     build_sign_on,
     check_amount,
     check_purchase,
     response_text,
     reversal_original,
     reversal_reuses_stan,
-    settles_in_field_48,
 )
 from .pin_pad import EncryptedPin, under_dukpt, under_working_key
 from .profile import TerminalProfile
-from .state import Advice, BatchEntry, CloseProgress, PendingReversal, TerminalState
+from .results import AdviceOutcome, AdviceRun, BatchCloseResult, ReversalOutcome, TerminalError, TransactionResult, Unreadable
+from .state import Advice, BatchEntry, PendingReversal, TerminalState
 
 APPROVED = "00"
 OFFLINE_APPROVED = "Y1"
 """EMV's authorization response code for an offline approval: the result's code for `offline`."""
 VOIDABLE = {"sale": "sale_void", "completion": "completion_void"}
 """What voids each kind of the open batch."""
-UPLOAD_PER_MESSAGE = 8
 _MACED_KINDS = ("10", "20", "22", "40", "42", "50", "32")
 """Request kinds (MTI digits 2-3) that carry a MAC, and whose answers must."""
-
-
-class TerminalError(Exception):
-    """A request the terminal will not make; the message says why."""
-
-
-class _Unreadable(Exception):
-    """An answer arrived but cannot be taken as the answer: undecodable, or to another request."""
-
-
-@dataclass(frozen=True)
-class ReversalOutcome:
-    """What became of a reversal the terminal owed."""
-
-    original_stan: str
-    stan: str | None
-    """The reversal's own STAN (the original's in dialects that reuse it)."""
-    reason: str
-    """Field 39 it was sent with: 98 no answer, 96 unreadable answer, 17 cancelled."""
-    acknowledged: bool
-    """The host answered 0410 with 00: the reversal is done and forgotten."""
-    attempts: int
-    """Times it has reached the wire, in this and earlier runs."""
-    mti: str | None
-    """The last MTI sent: 0400, or 0401 for a repeat."""
-    response_code: str | None
-    timed_out: bool
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class AdviceOutcome:
-    """What became of one queued advice in a round of sending."""
-
-    kind: str
-    stan: str
-    answered: bool
-    """The host answered (any code): the advice is done and its card data gone."""
-    response_code: str | None
-    attempts: int
-    """Times it may have reached the host, in this and earlier runs."""
-    mti: str | None
-    """The last MTI sent: 0220, or 0221 for a repeat; None when it could not be sent."""
-    timed_out: bool
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class AdviceRun:
-    """The result of `send_advices`."""
-
-    tid: str
-    advices: tuple[AdviceOutcome, ...]
-    remaining: int
-    """Advices still queued afterwards."""
-    prior_reversal: ReversalOutcome | None
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TransactionResult:
-    operation: str
-    """signon, reversal, or a transaction kind: sale, sale_void, refund, preauth, ..., balance, offline."""
-    tid: str
-    request_mti: str
-    mti: str | None
-    """The answer's MTI; None when no readable answer came."""
-    stan: str | None
-    response_code: str | None
-    approved: bool
-    rrn: str | None
-    auth_code: str | None
-    amount: int | None
-    """Minor units of `currency`."""
-    currency: str | None
-    masked_pan: str | None
-    message: str
-    timed_out: bool
-    sent: bool
-    """False when the request never left (a reversal still owed blocked it)."""
-    reversal: ReversalOutcome | None = None
-    """The reversal this request caused (no answer in time, unreadable answer) or was."""
-    prior_reversal: ReversalOutcome | None = None
-    """A reversal still owed from before, sent ahead of this request."""
-    balance: int | None = None
-    """A balance inquiry's available balance in minor units (field 54; negative for D)."""
-    queued: bool = False
-    """The transaction waits in the advice queue: an offline sale, or a refund whose answer did not come."""
-    prior_advices: tuple[AdviceOutcome, ...] = ()
-    """Queued advices sent ahead of this request."""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (pass it to json.dumps)."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class BatchCloseResult:
-    """What `batch_close` did. `closed` False means: call it again, it resumes."""
-
-    tid: str
-    batch_number: int
-    """The batch being closed."""
-    closed: bool
-    balanced: bool | None
-    """The host's verdict on the totals; None before it gave one."""
-    response_code: str | None
-    """The answer to the totals 0500 (or to the last message when that failed)."""
-    already_closed: bool
-    """The host said the batch number was closed already (80); the terminal moved on too."""
-    totals: BatchTotals
-    uploaded: int
-    """Records uploaded by this call."""
-    upload_messages: int
-    """Upload 0320s with records sent by this call."""
-    upload_total: int
-    """Records of the batch flagged as uploaded, in this and earlier calls."""
-    next_batch_number: int | None
-    message: str
-    timed_out: bool = False
-    prior_reversal: ReversalOutcome | None = None
-    prior_advices: tuple[AdviceOutcome, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _Interrupted(Exception):
-    """A batch-close message got no usable answer: the close stops here and resumes on the next call."""
-
-    def __init__(self, message: str, timed_out: bool, code: str | None = None):
-        super().__init__(message)
-        self.timed_out = timed_out
-        self.code = code
 
 
 class Terminal:
@@ -267,7 +119,7 @@ class Terminal:
                 if not exc.sent:
                     raise
                 return self._unanswered("signon", request, str(exc), isinstance(exc, LinkTimeout))
-            except _Unreadable as exc:
+            except Unreadable as exc:
                 return self._unanswered("signon", request, f"answer unreadable: {exc}", False)
             if answer[39] == APPROVED:
                 refused = self._take_working_keys(answer)
@@ -309,10 +161,10 @@ class Terminal:
         if stan is not None:
             candidates = [e for e in candidates if e.stan == stan]
         if not candidates:
-            which = f"STAN {stan}" if stan is not None else "a sale or completion"
+            which = f"with STAN {stan}" if stan is not None else ""
             raise TerminalError(
-                f"terminal {self.profile.tid}: nothing to void: no approved, unvoided {which} with an RRN "
-                f"in open batch {self.state.batch_number}"
+                f"terminal {self.profile.tid}: nothing to void: no approved sale or completion {which} that is not "
+                f"voided yet in open batch {self.state.batch_number}".replace("  ", " ")
             )
         target = candidates[-1]
         if card is not None and card.masked_pan != target.masked_pan:
@@ -453,125 +305,10 @@ class Terminal:
             )
 
     async def batch_close(self) -> BatchCloseResult:
-        """Close the open batch as docs/transactions.md "Batch close" says; call again to resume an interrupted one.
-
-        Owed reversal and queued advices first (the close waits while any is
-        left), then the totals 0500, the upload (cup always; iso87 after
-        out of balance), the end-of-upload 0320 (cup) or trailer 0500
-        (iso87), and the next batch opens. Each step is committed before its
-        message leaves: a record flagged uploaded is never sent again, even
-        when the 0320 carrying it got no answer.
-        """
+        """Close the open batch as docs/transactions.md "Batch close" says; call again to resume an interrupted one
+        (terminal/batch_close.py)."""
         async with self._busy:
-            prior, advices = await self._backlog()  # an approved refund advice joins the batch: totals after
-            result = _CloseResult(self.profile.tid, self.state.batch_number, batch_totals(self.dialect, self.state.open_batch()), prior, tuple(advices))
-            if prior is not None and not prior.acknowledged:
-                return result.done(self.state, f"batch not closed: {prior.message}")
-            queued = self.state.queued_advices()
-            if queued:
-                return result.done(self.state, f"batch not closed: {len(queued)} advice(s) still unanswered")
-            try:
-                return await self._close(result)
-            except _Interrupted as exc:
-                return result.done(
-                    self.state, f"batch close interrupted: {exc}; batch_close() again resumes",
-                    timed_out=exc.timed_out, code=exc.code,
-                )
-
-    # batch close steps
-
-    async def _close(self, result: _CloseResult) -> BatchCloseResult:
-        progress = self.state.close_progress()
-        cup_style = settles_in_field_48(self.dialect)
-        if progress.phase is None:
-            answer = await self._close_exchange(self._settlement(result.totals, trailer=False))
-            code = answer[39]
-            result.code = code
-            if code == self.dialect.response_code("batch_closed"):
-                return result.closed_already(self.state)
-            if cup_style and code == APPROVED:
-                try:
-                    _, verdict = decode_cup48(answer.get(48) or "")
-                except TotalsError as exc:
-                    raise _Interrupted(f"totals answer unreadable: {exc}", False, code) from None
-                if verdict not in ("1", "2"):
-                    raise _Interrupted(f"host could not compare the totals (result {verdict})", False, code)
-                progress = CloseProgress("upload", verdict == "1", code)
-            elif not cup_style and code == APPROVED:
-                return result.finish(self.state, balanced=True)
-            elif not cup_style and code == self.dialect.response_code("out_of_balance"):
-                progress = CloseProgress("upload", False, code)
-            else:
-                raise _Interrupted(f"host answered the totals with {code} ({response_text(code)})", False, code)
-            self.state.save_close_progress(progress)
-        result.balanced, result.code = progress.balanced, progress.response_code
-        if progress.phase == "upload":
-            await (self._upload_cup(result) if cup_style else self._upload_iso(result))
-            progress = replace(progress, phase="end")
-            self.state.save_close_progress(progress)
-        if cup_style:
-            uploaded = sum(1 for e in settled_entries(self.dialect, self.state.open_batch()) if e.uploaded)
-            request = build_cup_upload(
-                self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
-                batch_number=self.state.batch_number, field48=end_of_upload_48(uploaded), end=True,
-            )
-        else:
-            request = self._settlement(result.totals, trailer=True)
-        answer = await self._close_exchange(request)
-        if answer[39] == self.dialect.response_code("batch_closed"):
-            return result.closed_already(self.state)
-        if answer[39] != APPROVED:
-            raise _Interrupted(f"host answered the end of upload with {answer[39]} ({response_text(answer[39])})", False)
-        return result.finish(self.state, balanced=progress.balanced)
-
-    async def _upload_cup(self, result: _CloseResult) -> None:
-        pending = [e for e in settled_entries(self.dialect, self.state.open_batch()) if not e.uploaded]
-        for start in range(0, len(pending), UPLOAD_PER_MESSAGE):
-            chunk = pending[start:start + UPLOAD_PER_MESSAGE]
-            (field48,) = pack_cup_upload([upload_record(self.dialect, e) for e in chunk])
-            request = build_cup_upload(
-                self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
-                batch_number=self.state.batch_number, field48=field48,
-            )
-            await self._upload(request, chunk, result)
-
-    async def _upload_iso(self, result: _CloseResult) -> None:
-        for entry in [e for e in settled_entries(self.dialect, self.state.open_batch()) if not e.uploaded]:
-            await self._upload(build_iso_upload(self.dialect, entry.original, entry.rrn, now=self.clock()), [entry], result)
-
-    async def _upload(self, request: Message, entries: list[BatchEntry], result: _CloseResult) -> None:
-        """Flag the records uploaded, then send them: a record is never uploaded twice, even across a crash."""
-        stans = [e.stan for e in entries]
-        data = self._frame(request)
-        self.state.mark_uploaded(stans)
-        try:
-            answer = await self._close_exchange(request, data)
-        except LinkError as exc:
-            if not exc.sent:
-                self.state.mark_uploaded(stans, uploaded=False)
-            raise
-        finally:
-            result.uploaded += len(entries)
-            result.upload_messages += 1
-        if answer[39] != APPROVED:
-            raise _Interrupted(f"host answered an upload 0320 with {answer[39]} ({response_text(answer[39])})", False)
-
-    async def _close_exchange(self, request: Message, data: bytes | None = None) -> Message:
-        """One batch-close exchange; anything but a readable answer interrupts the close (a host never reached raises)."""
-        try:
-            return await self._ask(request, data if data is not None else self._frame(request))
-        except LinkError as exc:
-            if not exc.sent:
-                raise
-            raise _Interrupted(str(exc), isinstance(exc, LinkTimeout)) from None
-        except _Unreadable as exc:
-            raise _Interrupted(f"answer unreadable: {exc}", False) from None
-
-    def _settlement(self, totals: BatchTotals, trailer: bool) -> Message:
-        return build_settlement(
-            self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
-            batch_number=self.state.batch_number, currency=self.profile.currency, totals=totals, trailer=trailer,
-        )
+            return await BatchCloser(self).close()
 
     # one online transaction
 
@@ -631,7 +368,7 @@ class Terminal:
                 raise
             outcome = await self._deliver(reversal) if reversal is not None else None
             return self._unanswered(kind, request, str(exc), isinstance(exc, LinkTimeout), masked, outcome)
-        except _Unreadable as exc:
+        except Unreadable as exc:
             outcome = None
             if reversal is not None:
                 reversal = replace(reversal, reason=REASON_UNREADABLE)
@@ -725,7 +462,7 @@ class Terminal:
                     break
                 mti = request.mti
                 continue
-            except _Unreadable as exc:
+            except Unreadable as exc:
                 problem, timed_out, mti = f"answer unreadable: {exc}", False, request.mti
                 continue
             code = answer[39]
@@ -834,7 +571,7 @@ class Terminal:
                 mti, owed = request.mti, replace(owed, attempts=owed.attempts + 1)
                 self.state.save_reversal(owed)
                 continue
-            except _Unreadable as exc:
+            except Unreadable as exc:
                 problem, timed_out = f"answer unreadable: {exc}", False
                 mti, owed = request.mti, replace(owed, attempts=owed.attempts + 1)
                 self.state.save_reversal(owed)
@@ -879,19 +616,19 @@ class Terminal:
             payload = await self.link.exchange(data, self.profile.timeout)
             body = answer_body(self.framing, payload)
         except FramingError as exc:
-            raise _Unreadable(str(exc)) from None
+            raise Unreadable(str(exc)) from None
         self._trace("<-", body, payload[: len(payload) - len(body)])
         try:
             answer = self.codec.decode(body)
         except CodecError as exc:
-            raise _Unreadable(str(exc)) from None
+            raise Unreadable(str(exc)) from None
         problem = answer_problem(request, answer)
         if problem is None and self._mac is not None and self._mac.field_for(request) in request:
             key = self._mac_key()
             problem = self._mac.verify(body, key) if key is not None else "no MAC key to check the answer"
             problem = f"answer {problem}" if problem else None
         if problem is not None:
-            raise _Unreadable(problem)
+            raise Unreadable(problem)
         return answer
 
     def _trace(self, direction: str, body: bytes, prefix: bytes) -> None:
@@ -933,46 +670,6 @@ class Terminal:
 def _reference(entry: BatchEntry) -> OriginalRef:
     """How a later request names `entry`: its RRN, authorization code, batch, STAN and date."""
     return OriginalRef(entry.rrn or "", entry.auth_code, entry.batch_number, entry.stan, entry.time.strftime("%m%d"))
-
-
-@dataclass
-class _CloseResult:
-    """What a batch close has done so far, turned into a BatchCloseResult when it stops."""
-
-    tid: str
-    batch_number: int
-    totals: BatchTotals
-    prior: ReversalOutcome | None
-    advices: tuple[AdviceOutcome, ...]
-    code: str | None = None
-    balanced: bool | None = None
-    uploaded: int = 0
-    upload_messages: int = 0
-
-    def _result(self, state: TerminalState, closed: bool, message: str, **extra: Any) -> BatchCloseResult:
-        flagged = sum(1 for e in state.open_batch() if e.uploaded)
-        next_batch = state.finish_close() if closed else None
-        return BatchCloseResult(
-            tid=self.tid, batch_number=self.batch_number, closed=closed, balanced=self.balanced,
-            response_code=extra.pop("code", None) or self.code, already_closed=extra.pop("already_closed", False),
-            totals=self.totals, uploaded=self.uploaded, upload_messages=self.upload_messages, upload_total=flagged,
-            next_batch_number=next_batch, message=message, prior_reversal=self.prior, prior_advices=self.advices,
-            **extra,
-        )
-
-    def done(self, state: TerminalState, message: str, timed_out: bool = False, code: str | None = None) -> BatchCloseResult:
-        return self._result(state, False, message, timed_out=timed_out, code=code)
-
-    def finish(self, state: TerminalState, balanced: bool | None) -> BatchCloseResult:
-        self.balanced = balanced
-        verdict = "balanced" if balanced else "out of balance"
-        return self._result(state, True, f"batch {self.batch_number:06d} closed ({verdict}, {self.uploaded} record(s) uploaded)")
-
-    def closed_already(self, state: TerminalState) -> BatchCloseResult:
-        return self._result(
-            state, True, f"host says batch {self.batch_number:06d} is closed already (80); the terminal moves on",
-            already_closed=True,
-        )
 
 
 def _amount(request: Message) -> int | None:

@@ -331,3 +331,24 @@ def test_the_whole_transaction_set_from_the_command_line_with_receipts(host, tmp
     assert "6228480010000000017" not in text
     again = possim("pos", "refund", "--amount", "99.00", "--rrn", sale["rrn"], *common)
     assert json.loads(again.stdout)["response_code"] == "13"  # above what remains of the 20.00
+
+
+def test_the_demo_prints_its_day_as_text(tmp_path: Path) -> None:
+    result = possim("demo", "--out", str(tmp_path / "day"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "All steps answered as expected."
+    assert any(line.strip().startswith("10000003") and "open batch 000002" in line for line in lines)
+
+
+@pytest.mark.parametrize(("args", "complaint"), [
+    (["refund", "--amount", "1.00", "--rrn", "abc"], "an RRN is 12 letters or digits"),
+    (["completion", "--amount", "1.00", "--rrn", "633700000001", "--auth", "12"], "an authorization code is 6"),
+    (["purchase", "--amount", "-1"], "--amount"),
+    (["purchase", "--amount", "1.001"], "--amount"),
+])
+def test_bad_values_are_usage_errors_and_nothing_is_sent(args: list[str], complaint: str, tmp_path: Path) -> None:
+    state = tmp_path / "t.sqlite"
+    result = possim("pos", *args, "--host", "127.0.0.1:9", "--state", str(state))
+    assert result.returncode == 2
+    assert complaint in one_line_error(result)

@@ -241,3 +241,29 @@ def test_cup_splits_totals_into_domestic_and_foreign_cards(tmp_path) -> None:
                                  foreign=Totals(debit_count=1, debit_amount=700))
             assert balanced(pos.exchange(close_request(d, "000004", totals)), d) is True
     assert CARDS["over-limit"]["pan"].startswith("4")
+
+
+def test_a_preauth_is_named_by_rrn_and_authorization_code_and_cancelled_whole(host) -> None:
+    d = host.dialect
+    with signed_on(host) as pos:
+        auth = pos.exchange(txn(d, "preauth", "000002", amount=3000))
+        wrong = "999999" if auth[38] != "999999" else "111111"
+        assert pos.exchange(txn(d, "completion", "000003", amount=3000, rrn=auth[37], auth=wrong))[39] == "25"
+        assert pos.exchange(txn(d, "preauth_void", "000004", amount=3000, rrn=auth[37], auth=wrong))[39] == "25"
+        assert pos.exchange(txn(d, "preauth_void", "000005", amount=1000, rrn=auth[37], auth=auth[38]))[39] == "13"
+        assert host.balance("A-1001") == OPENING["A-1001"] - 3000  # still held
+        assert pos.exchange(txn(d, "preauth_void", "000006", amount=3000, rrn=auth[37], auth=auth[38]))[39] == "00"
+        assert host.balance("A-1001") == OPENING["A-1001"]
+
+
+def test_a_reversal_advice_0420_reverses_like_a_0400_and_is_answered_0430(host) -> None:
+    d = host.dialect
+    with signed_on(host) as pos:
+        sale = txn(d, "sale", "000002", amount=2200)
+        assert pos.exchange(sale)[39] == "00"
+        advice = reversal(d, sale, "000003", mti="0420")
+        answer = pos.exchange(advice)
+        assert (answer.mti, answer[39]) == ("0430", "00")
+        advice.mti = "0421"
+        assert pos.exchange(advice)[39] == "00"  # a repeat: nothing more to give back
+    assert host.balance("A-1001") == OPENING["A-1001"]
