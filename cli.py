@@ -263,8 +263,22 @@ def host() -> None:
     """Run the acquirer host."""
 
 
+def serial_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A serial port and its link layer (docs/serial.md)."""
+    options = [
+        click.option("--baud", type=int, help="Baud rate (default: the link profile's)."),
+        click.option("--link-profile", "link_profile", default="stx-etx-lrc", show_default=True,
+                     help="Serial link layer: a built-in profile (`possim serial profiles`) or a YAML file."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @host.command("run")
-@click.option("--listen", default="127.0.0.1:8583", show_default=True, help="Address to listen on (port 0: any free port).")
+@click.option("--listen", help="TCP address to listen on (port 0: any free port); default 127.0.0.1:8583 unless --serial alone is given.")
+@click.option("--serial", "serial_ports", multiple=True, help="Also (or only) answer a terminal on this serial port or pyserial URL; repeatable.")
+@serial_options
 @dialect_option
 @click.option("--db", "db", default="journal.sqlite", show_default=True, type=click.Path(dir_okay=False), help="SQLite journal file (created if missing).")
 @click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True), help="Folder of merchants/terminals/cards/accounts/host_rules YAML overriding the built-ins.")
@@ -275,13 +289,14 @@ def host() -> None:
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, exists=True), help="Scenario rules YAML instead of the fixtures' host_rules.yaml; reloaded when it changes.")
 @json_option
 def host_run(
-    listen: str, dialect: str, db: str, fixtures_dir: str | None, trace: str | None, log_level: str,
-    hsm_address: str | None, lmk_path: str | None, rules_file: str | None, as_json: bool,
+    listen: str | None, serial_ports: tuple[str, ...], baud: int | None, link_profile: str, dialect: str, db: str,
+    fixtures_dir: str | None, trace: str | None, log_level: str, hsm_address: str | None, lmk_path: str | None,
+    rules_file: str | None, as_json: bool,
 ) -> None:
-    """Serve terminals over TCP until interrupted (Ctrl-C or SIGTERM).
+    """Serve terminals over TCP and/or serial ports until interrupted (Ctrl-C or SIGTERM).
 
-    Prints the address it listens on once it is ready (with --json, one JSON
-    object), then logs redacted events to stderr.
+    Prints where it listens once it is ready (with --json, one JSON object),
+    then logs redacted events to stderr.
     """
     import asyncio
     import logging
@@ -290,7 +305,13 @@ def host_run(
     from possim.acquirer.core import build_host
     from possim.acquirer.server import HostServer, new_event_loop
 
-    _address(listen, "--listen")  # a bad address fails before the journal is opened
+    from possim.wire.link_profile import load_link_profile
+
+    if listen is None and not serial_ports:
+        listen = "127.0.0.1:8583"
+    if listen is not None:
+        _address(listen, "--listen")  # a bad address fails before the journal is opened
+    profile = load_link_profile(link_profile) if serial_ports else None
     _parent_exists(db, "--db")
     _parent_exists(trace, "--trace")
     _log_to_stderr(log_level)
@@ -304,13 +325,25 @@ def host_run(
         raise CommandError(f"journal {db}: {exc}") from None
 
     async def serve() -> None:
+        from possim.acquirer.serial_server import SerialHostServer
+        from possim.wire.trace import TraceFile
+
         loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]
-        await _serve_until_stopped(
-            HostServer(core, trace=trace), listen, as_json,
-            lambda bound: {"listening": bound, "dialect": core.dialect.name, "db": str(Path(db).resolve()),
-                           "event_loop": loop_kind, "hsm": hsm_address or "built-in"},
-            lambda r: f"possim host listening on {r['listening']} ({r['dialect']}), journal {r['db']}",
-        )
+        serial_trace = TraceFile(trace, core.codec, core.clock) if trace and serial_ports else None
+        serials = [SerialHostServer(core, port, profile, baud, serial_trace) for port in serial_ports]  # type: ignore[arg-type]
+        fronts = _Fronts(HostServer(core, trace=trace) if listen is not None else None, serials)
+        try:
+            await _serve_until_stopped(
+                fronts, listen, as_json,
+                lambda bound: {"listening": bound, "serial": list(serial_ports),
+                               "link_profile": profile.name if profile else None, "dialect": core.dialect.name,
+                               "db": str(Path(db).resolve()), "event_loop": loop_kind, "hsm": hsm_address or "built-in"},
+                lambda r: f"possim host listening on {', '.join(filter(None, [r['listening'], *r['serial']]))}"
+                          f" ({r['dialect']}), journal {r['db']}",
+            )
+        finally:
+            if serial_trace is not None:
+                serial_trace.close()
         logging.getLogger("possim.host").info("host stopped")
 
     try:
@@ -347,22 +380,54 @@ def _log_to_stderr(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
-async def _serve_until_stopped(server: Any, listen: str, as_json: bool, describe: Callable[[str], dict[str, Any]],
+async def _serve_until_stopped(server: Any, listen: str | None, as_json: bool,
+                               describe: Callable[[str | None], dict[str, Any]],
                                render: Callable[[dict[str, Any]], str]) -> None:
-    """Start a TCP server, print where it listens (one JSON object with --json), and serve until SIGINT/SIGTERM."""
+    """Start a server, print where it listens (one JSON object with --json), and serve until SIGINT/SIGTERM."""
     import asyncio
     import signal
 
+    from possim.wire.serial_port import SerialPortError
+
     try:
-        bound = await server.start(*_address(listen, "--listen"))
+        bound = await server.start(*_address(listen, "--listen")) if listen is not None else await server.start()
     except OSError as exc:
         raise CommandError(f"cannot listen on {listen}: {_one_line(exc)} (--listen 127.0.0.1:0 takes any free port)") from None
+    except SerialPortError as exc:
+        await server.stop()
+        raise CommandError(str(exc)) from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
-    emit(as_json, describe(f"{bound[0]}:{bound[1]}"), render)
+    emit(as_json, describe(f"{bound[0]}:{bound[1]}" if bound else None), render)
     sys.stdout.flush()
     await server.serve_forever()
+
+
+class _Fronts:
+    """The host's TCP server and serial ports started, served and stopped as one."""
+
+    def __init__(self, tcp: Any, serials: list[Any]):
+        import asyncio
+
+        self.tcp, self.serials = tcp, serials
+        self._stopped = asyncio.Event()
+
+    async def start(self, host: str | None = None, port: int | None = None) -> tuple[str, int] | None:
+        bound = await self.tcp.start(host, port) if self.tcp is not None else None
+        for serial in self.serials:
+            await serial.start()
+        return bound
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        for serial in self.serials:
+            await serial.stop()
+        if self.tcp is not None:
+            await self.tcp.stop()
+        self._stopped.set()
 
 
 def _address(text: str, option: str) -> tuple[str, int]:
@@ -388,6 +453,10 @@ def _parent_exists(path: str | None, option: str) -> None:
 def pos_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--host", "host_address", help="Host to call, HOST:PORT (default: the terminal's profile)."),
+        click.option("--serial", "serial_port", help="Call the host over this serial port or pyserial URL instead of TCP."),
+        click.option("--baud", type=int, help="Serial baud rate (default: the link profile's)."),
+        click.option("--link-profile", "link_profile", default="stx-etx-lrc", show_default=True,
+                     help="Serial link layer: a built-in profile (`possim serial profiles`) or a YAML file."),
         click.option("--tid", help="Terminal ID from terminals.yaml (default: the first one)."),
         click.option("--dialect", help="Dialect name or YAML file (default: the terminal's profile)."),
         click.option("--timeout", type=float, help="Seconds to wait for each answer (default: the profile's)."),
@@ -682,7 +751,7 @@ def _run_terminal(
     """Run one terminal operation, print its result, append its receipt if asked; exit 3 when no answer came."""
     import asyncio
 
-    from possim.terminal import TcpLink, Terminal, TerminalState, load_profile
+    from possim.terminal import Terminal, TerminalState, load_profile
 
     _parent_exists(options["state_path"], "--state")
     _parent_exists(options["trace"], "--trace")
@@ -690,11 +759,12 @@ def _run_terminal(
         options["tid"], options["fixtures_dir"],
         dialect=options["dialect"], host=options["host_address"], timeout=options["timeout"],
     )
+    link = _terminal_link(options, profile)
     state = TerminalState(profile.tid, options["state_path"])
     trace_file = open(options["trace"], "a", encoding="utf-8") if options["trace"] else None
 
     async def go() -> Any:
-        terminal = Terminal(profile, TcpLink(*profile.address, profile.framing), state, trace=trace_file.write if trace_file else None)
+        terminal = Terminal(profile, link, state, trace=trace_file.write if trace_file else None)
         try:
             return await action(terminal)
         finally:
@@ -713,6 +783,18 @@ def _run_terminal(
     emit(options["as_json"], data, render or _render_result)
     if (no_answer or (lambda d: d["response_code"] is None))(data):
         sys.exit(EXIT_NO_ANSWER)
+
+
+def _terminal_link(options: dict[str, Any], profile: Any) -> Any:
+    """TCP to the profile's host, or the serial port the user names (--serial, --baud, --link-profile)."""
+    from possim.terminal import TcpLink
+    from possim.terminal.serial_link import SerialLink
+    from possim.wire.link_profile import load_link_profile
+
+    serial_port, baud, link_profile = options.pop("serial_port"), options.pop("baud"), options.pop("link_profile")
+    if serial_port is None:
+        return TcpLink(*profile.address, profile.framing)
+    return SerialLink(serial_port, load_link_profile(link_profile), profile.framing, baud)
 
 
 def _write_receipt(path: str, profile: Any, fixtures_dir: str | None, result: Any, batch_number: int) -> None:
@@ -779,6 +861,103 @@ def _render_result(r: dict[str, Any]) -> str:
         if r.get(key) and r[key]["message"] not in head:
             lines.append(f"  {key.replace('_', ' ')}: {r[key]['message']}")
     return "\n".join(lines)
+
+
+# --- serial and bridge -------------------------------------------------------
+
+
+@cli.group(cls=PossimGroup)
+def serial() -> None:
+    """Serial links: virtual port pairs and the link-layer profiles."""
+
+
+@serial.command("pair")
+@json_option
+def serial_pair(as_json: bool) -> None:
+    """Create two joined pseudo-terminals (a virtual null-modem cable) and keep them until Ctrl-C / SIGTERM.
+
+    Prints both device paths: give one to `possim host run --serial`, the other to `possim pos ... --serial`.
+    """
+    import signal
+    import threading
+
+    from possim.wire.pty_pair import PtyPair
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with PtyPair() as pair:
+        a, b = pair.paths
+        emit(as_json, {"a": a, "b": b}, lambda r: f"possim serial pair: {r['a']} <-> {r['b']} (Ctrl-C ends it)")
+        sys.stdout.flush()
+        stop.wait()
+
+
+@serial.command("profiles")
+@json_option
+def serial_profiles(as_json: bool) -> None:
+    """The built-in link-layer profiles and their settings."""
+    from dataclasses import asdict
+
+    from possim.wire.link_profile import builtin_link_profiles, load_link_profile
+
+    profiles = [asdict(load_link_profile(name)) for name in builtin_link_profiles()]
+    emit(as_json, {"profiles": profiles}, lambda r: "\n".join(
+        f"{p['name']:<18} {p['baud']} {p['bytesize']}{p['parity']}{p['stopbits']:g}, length {p['length']}, "
+        f"LRC from {p['lrc_start']:#04x} over {p['lrc_covers']}, {'ENQ, ' if p['use_enq'] else ''}"
+        f"{p['retries']} retries — {p['description']}" for p in r["profiles"]))
+
+
+@cli.command("bridge")
+@click.option("--serial", "serial_port", required=True, help="Serial port or pyserial URL the terminal is on.")
+@click.option("--tcp", "tcp_address", required=True, help="The host to reach, HOST:PORT.")
+@serial_options
+@dialect_option
+@click.option("--trace", "trace", type=click.Path(dir_okay=False), help="Append a redacted trace of both sides to this file.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the host's answer.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@json_option
+def bridge(serial_port: str, tcp_address: str, baud: int | None, link_profile: str, dialect: str, trace: str | None,
+           timeout: float, log_level: str, as_json: bool) -> None:
+    """Let a terminal on a serial cable reach a TCP host, ours or a third party's, until Ctrl-C / SIGTERM."""
+    import asyncio
+    import signal
+
+    from possim.wire.bridge import SerialTcpBridge
+    from possim.wire.clock import system_clock
+    from possim.wire.codec import Codec
+    from possim.wire.dialect import load_dialect
+    from possim.wire.link_profile import load_link_profile
+    from possim.wire.serial_port import SerialPortError
+    from possim.wire.trace import TraceFile
+
+    host_name, port = _address(tcp_address, "--tcp")
+    _parent_exists(trace, "--trace")
+    _log_to_stderr(log_level)
+    profile, chosen = load_link_profile(link_profile), load_dialect(dialect)
+    tracer = TraceFile(trace, Codec(chosen), system_clock) if trace else None
+
+    async def run() -> None:
+        relay = SerialTcpBridge(serial_port, profile, host_name, port, chosen, baud, tracer, timeout)
+        try:
+            await relay.start()
+        except SerialPortError as exc:
+            raise CommandError(str(exc)) from None
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopped.set)
+        emit(as_json, {"serial": serial_port, "tcp": tcp_address, "link_profile": profile.name, "dialect": chosen.name},
+             lambda r: f"possim bridge: serial {r['serial']} ({r['link_profile']}) <-> tcp {r['tcp']} ({r['dialect']})")
+        sys.stdout.flush()
+        await stopped.wait()
+        await relay.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        if tracer is not None:
+            tracer.close()
 
 
 # --- hsm ---------------------------------------------------------------------

@@ -20,11 +20,11 @@ import asyncio
 import itertools
 import logging
 from pathlib import Path
-from typing import TextIO, cast
+from typing import cast
 
 from possim.wire.framing import FrameReader, FramingError, encode_length
 from possim.wire.server_thread import ServerThread
-from possim.wire.trace import trace_record
+from possim.wire.trace import TraceFile
 
 from .core import HostCore, Reply
 
@@ -58,7 +58,7 @@ class HostServer:
         self.core = core
         self.partial_frame_timeout = partial_frame_timeout
         self._trace_path = Path(trace) if trace is not None else None
-        self._trace: TextIO | None = None
+        self._trace: TraceFile | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._waiting: list[_Connection] = []
@@ -70,7 +70,7 @@ class HostServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen on host:port (port 0 picks a free one); returns the address actually bound."""
         if self._trace_path is not None:
-            self._trace = self._trace_path.open("a", encoding="utf-8")
+            self._trace = TraceFile(self._trace_path, self.core.codec, self.core.clock)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port)
         bound = self._server.sockets[0].getsockname()
@@ -120,24 +120,17 @@ class HostServer:
 
     # ---- trace ----
 
-    def _record(self, direction: str, peer: str, framed: bytes) -> None:
-        assert self._trace is not None
-        split = self.core.framing.length_size + self.core.framing.envelope_size
-        self._trace.write(trace_record(self.core.clock(), direction, peer, self.core.codec, framed[split:], framed[:split]))
-        self._trace.flush()
-
     def _trace_in(self, peer: str, payload: bytes) -> None:
         if self._trace is not None:
-            self._record("IN", peer, encode_length(self.core.framing, len(payload)) + payload)
+            self._trace.frame("IN", peer, encode_length(self.core.framing, len(payload)) + payload)
 
     def _trace_out(self, peer: str, data: bytes) -> None:
         if self._trace is not None:
-            self._record("OUT", peer, data)
+            self._trace.frame("OUT", peer, data)
 
     def _note(self, peer: str, text: str) -> None:
         if self._trace is not None:
-            self._trace.write(f"{self.core.clock().isoformat(timespec='milliseconds')} -- {peer} {text}\n")
-            self._trace.flush()
+            self._trace.note(peer, text)
 
 
 class _Connection(asyncio.Protocol):

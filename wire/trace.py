@@ -8,7 +8,10 @@ through here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
+from typing import TextIO
 
 from .codec import Codec, CodecError
 from .message import Message
@@ -126,3 +129,28 @@ def trace_record(when: datetime, direction: str, peer: str, codec: Codec, body: 
     mti = message.mti if message else "????"
     title = f"{when.isoformat(timespec='milliseconds')} {direction} {peer} {codec.dialect.name} {mti} ({len(prefix) + len(body)} bytes)"
     return "\n".join([title, *lines]) + "\n"
+
+
+class TraceFile:
+    """A redacted trace of whole frames (length header, envelope, message), appended to a file as they pass.
+
+    Shared by every transport that traces: the host's TCP and serial fronts and the bridge.
+    """
+
+    def __init__(self, path: str | Path, codec: Codec, clock: Callable[[], datetime]):
+        self.codec = codec
+        self.clock = clock
+        self._file: TextIO = Path(path).open("a", encoding="utf-8")
+        framing = codec.dialect.framing
+        self._split = framing.length_size + framing.envelope_size
+
+    def frame(self, direction: str, peer: str, framed: bytes) -> None:
+        self._file.write(trace_record(self.clock(), direction, peer, self.codec, framed[self._split:], framed[:self._split]))
+        self._file.flush()
+
+    def note(self, peer: str, text: str) -> None:
+        self._file.write(f"{self.clock().isoformat(timespec='milliseconds')} -- {peer} {text}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
