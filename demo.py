@@ -2,8 +2,9 @@
 
 An acquirer host starts in-process on an ephemeral loopback port with a
 fresh journal, and checks PINs through a payShield-style HSM listening on
-its own port; three POS terminals sign on and trade with the host over
-real TCP: approvals, every decline the host produces, a malformed request,
+its own port; three POS terminals sign on and trade with the host, two over
+real TCP and the third over a virtual serial cable (a pseudo-terminal pair,
+STX/ETX/LRC frames with ACK/NAK): approvals, every decline the host produces, a malformed request,
 a retransmission, a reused STAN, and a request the host answers too late so
 the terminal reverses it by itself. Sign-on downloads working keys under
 each terminal's master key; purchases, reversals and their answers carry a
@@ -28,19 +29,26 @@ from typing import Any, Awaitable, Callable, TextIO
 
 from possim.acquirer.core import build_host
 from possim.acquirer.journal import Journal
+from possim.acquirer.serial_server import SerialHostServer
 from possim.acquirer.server import HostServer
 from possim.hsm_mock.client import TcpHsm
 from possim.hsm_mock.device import Hsm
 from possim.hsm_mock.server import HsmThread
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
 from possim.terminal.batch import batch_totals
+from possim.terminal.serial_link import SerialLink
 from possim.terminal.messages import build_purchase
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec
 from possim.wire.framing import frame, split_envelope
+from possim.wire.link_profile import load_link_profile
 from possim.wire.message import Message
+from possim.wire.pty_pair import PtyPair
 
 DEMO_SEED = 20261203
+SERIAL_TERMINAL = "10000003"
+"""The terminal that reaches the host over a virtual serial cable instead of TCP."""
+SERIAL_PROFILE = load_link_profile("stx-etx-lrc")
 TERMINAL_TIMEOUT = 1.0
 """Seconds the demo terminals wait for an answer; the host's late-answer rule waits far longer."""
 
@@ -66,6 +74,7 @@ class DemoReport:
     host: str
     dialect: str
     hsm: str = ""
+    serial: dict[str, str] = field(default_factory=dict)
     steps: list[StepResult] = field(default_factory=list)
     journal: dict[str, Any] = field(default_factory=dict)
     terminals: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +90,7 @@ class DemoReport:
             "out": str(self.out),
             "host": self.host,
             "hsm": self.hsm,
+            "serial": self.serial,
             "dialect": self.dialect,
             "steps": [
                 {"step": s.number, "title": s.title, "terminal": s.terminal, "expected": s.expected,
@@ -139,8 +149,13 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
     core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED), hsm=TcpHsm(*hsm_address))
     server = HostServer(core, trace=files["host_trace"])
     address = await server.start("127.0.0.1", 0)
+    cable = PtyPair()
+    host_port, terminal_port = cable.start()
+    serial_host = SerialHostServer(core, host_port, SERIAL_PROFILE)
+    await serial_host.start()
     report = DemoReport(out=out, host=f"{address[0]}:{address[1]}", dialect=core.dialect.name)
     report.hsm = f"{hsm_address[0]}:{hsm_address[1]}"
+    report.serial = {"host": host_port, "terminal": terminal_port, "link_profile": SERIAL_PROFILE.name}
     trace_file = files["terminal_trace"].open("a", encoding="utf-8")
     terminals: list[Terminal] = []
     try:
@@ -148,14 +163,15 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
             profile = load_profile(tid, dialect=dialect, host=report.host, timeout=TERMINAL_TIMEOUT)
             state_path = out / "terminals" / f"{tid}.sqlite"
             files[f"terminal_{tid}"] = state_path
-            terminals.append(
-                Terminal(profile, TcpLink(*address, profile.framing), TerminalState(tid, state_path),
-                         clock=clock, trace=_writer(trace_file))
-            )
+            link = SerialLink(terminal_port, SERIAL_PROFILE, profile.framing) if tid == SERIAL_TERMINAL \
+                else TcpLink(*address, profile.framing)
+            terminals.append(Terminal(profile, link, TerminalState(tid, state_path), clock=clock, trace=_writer(trace_file)))
         await _business_day(report, terminals, address)
     finally:
         for t in terminals:
             await t.link.close()
+        await serial_host.stop()
+        cable.stop()
         await server.stop()
         core.close()
         hsm_thread.stop()
@@ -218,7 +234,7 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     await step("purchase before sign-on", t2, not_signed_on, buy(t2, 1000, "approve"))
     await step("sign-on", t1, "00", t1.sign_on)
     await step("sign-on", t2, "00", t2.sign_on)
-    await step("sign-on (a DUKPT PIN pad)", t3, "00", t3.sign_on)
+    await step("sign-on (a DUKPT PIN pad, on a serial cable: STX/ETX/LRC frames, ACK/NAK)", t3, "00", t3.sign_on)
     await step("purchase 12.50, swiped", t1, "00", buy(t1, 1250, "approve"))
     await step("purchase 88.00, keyed", t1, "00", buy(t1, 8800, "approve2", manual=True))
     await step("purchase 230.00, swiped", t2, "00", buy(t2, 23000, "approve"))

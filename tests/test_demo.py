@@ -203,3 +203,17 @@ def test_the_business_day_runs_in_every_built_in_dialect(dialect: str, tmp_path:
     assert report.dialect == dialect
     assert report.steps[0].got == "58"  # iso87 says "not signed on" with 58, cup with 77
     assert [s.got for s in report.steps if s.title.startswith("tampered")] == ["63"]  # iso87's security violation
+
+
+def test_one_terminal_trades_over_a_virtual_serial_cable(demo) -> None:
+    from possim.acquirer.journal import Journal
+
+    report, out = demo
+    assert report["serial"]["link_profile"] == "stx-etx-lrc"
+    journal = Journal(out / "journal.sqlite")
+    try:
+        peers = {m.peer for m in journal.messages("10000003")}
+        assert peers == {f"serial:{report['serial']['host']}"}  # every one of its messages came over the cable
+        assert journal.closed_batch("10000003", "000001").balanced
+    finally:
+        journal.close()
