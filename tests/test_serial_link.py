@@ -312,3 +312,27 @@ def test_a_missing_port_is_one_line(tmp_path) -> None:
     host = subprocess.run([*POSSIM, "host", "run", "--serial", "/dev/nonexistent-possim", "--db", str(tmp_path / "j.sqlite")],
                           capture_output=True, text=True, timeout=60)
     assert host.returncode == 1 and host.stderr.strip().endswith("serial port /dev/nonexistent-possim: no such device")
+
+
+def test_a_purchase_nobody_acknowledges_fails_cleanly_and_leaves_its_reversal_owed(pair, tmp_path) -> None:
+    a, b = pair
+    profile = quick("stx-etx-lrc")
+
+    async def main() -> None:
+        peer = RawPeer(a)  # a line that takes bytes and never says ACK
+        terminal_profile = load_profile("10000002", dialect="cup", timeout=2.0, reversal_retries=0)
+        terminal = Terminal(terminal_profile, SerialLink(b, profile, terminal_profile.framing),
+                            TerminalState("10000002", tmp_path / "t.sqlite"))
+        try:
+            result = await terminal.purchase(1000, resolve_card("approve"))
+            assert not result.approved and result.response_code is None
+            assert "not acknowledged after 3 tries" in result.message
+            owed = terminal.state.pending_reversal()
+            assert owed is not None and owed.original_stan == result.stan  # goes before the next request
+            assert (await peer.read_until_quiet()).count(bytes([profile.eot])) >= 2  # the purchase, then its reversal
+        finally:
+            await terminal.link.close()
+            terminal.state.close()
+            peer.close()
+
+    asyncio.run(main())
