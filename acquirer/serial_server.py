@@ -15,8 +15,7 @@ import logging
 
 from possim.wire.framing import encode_length
 from possim.wire.link_profile import LinkProfile
-from possim.wire.serial_port import PortStream, open_port
-from possim.wire.serial_session import SerialLinkError, SerialSession, iso_inner_length
+from possim.wire.serial_session import SerialLinkError, SerialSession, open_session
 from possim.wire.trace import TraceFile
 
 from .core import HostCore
@@ -46,16 +45,10 @@ class SerialHostServer:
 
     async def start(self) -> None:
         """Open the port (SerialPortError names it when that fails) and begin answering."""
-        port = open_port(self.url, self.profile, self.baud)
-        stream = PortStream(port, self.url)
-        await stream.start()
-        framing = self.core.framing
-        inner = iso_inner_length(framing) if self.profile.iso_length_header else None
-        self._session = SerialSession(stream, self.profile, self.url, inner)
-        await self._session.start()
+        self._session = await open_session(self.url, self.profile, self.core.framing, self.baud)
         self._task = asyncio.create_task(self._serve(), name=f"serial host {self.url}")
-        log.info("host serving serial %s (%s, %d baud %d%s%g)", self.url, self.profile.name, port.baudrate,
-                 self.profile.bytesize, self.profile.parity, self.profile.stopbits)
+        log.info("host serving serial %s (%s, %d baud %d%s%g)", self.url, self.profile.name,
+                 self.baud or self.profile.baud, self.profile.bytesize, self.profile.parity, self.profile.stopbits)
 
     async def stop(self) -> None:
         if self._task is not None:

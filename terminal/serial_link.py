@@ -18,8 +18,8 @@ import asyncio
 
 from possim.wire.framing import Framing
 from possim.wire.link_profile import LinkProfile, LinkProfileError
-from possim.wire.serial_port import PortStream, SerialPortError, open_port
-from possim.wire.serial_session import SerialLinkError, SerialSession, SerialTimeout, iso_inner_length
+from possim.wire.serial_port import SerialPortError
+from possim.wire.serial_session import SerialLinkError, SerialSession, SerialTimeout, open_session
 
 from .link import LinkError, LinkTimeout
 
@@ -65,14 +65,9 @@ class SerialLink:
     async def _open(self) -> SerialSession:
         if self._session is None:
             try:
-                port = open_port(self.url, self.profile, self.baud)
+                self._session = await open_session(self.url, self.profile, self.framing, self.baud)
             except SerialPortError as exc:
                 raise LinkError(str(exc), sent=False) from None
-            stream = PortStream(port, self.url)
-            await stream.start()
-            inner = iso_inner_length(self.framing) if self.profile.iso_length_header else None
-            self._session = SerialSession(stream, self.profile, self.url, inner)
-            await self._session.start()
         return self._session
 
     async def _drop(self) -> None:

@@ -17,8 +17,7 @@ import logging
 from .dialect import Dialect
 from .framing import FrameReader, encode_length
 from .link_profile import LinkProfile
-from .serial_port import PortStream, open_port
-from .serial_session import SerialLinkError, SerialSession, iso_inner_length
+from .serial_session import SerialLinkError, SerialSession, open_session
 from .trace import TraceFile
 
 log = logging.getLogger("possim.bridge")
@@ -40,12 +39,7 @@ class SerialTcpBridge:
         self._tcp: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def start(self) -> None:
-        port = open_port(self.url, self.profile, self.baud)
-        stream = PortStream(port, self.url)
-        await stream.start()
-        inner = iso_inner_length(self.framing) if self.profile.iso_length_header else None
-        self._session = SerialSession(stream, self.profile, self.url, inner)
-        await self._session.start()
+        self._session = await open_session(self.url, self.profile, self.framing, self.baud)
         self._task = asyncio.create_task(self._relay(), name=f"bridge {self.url}")
         log.info("bridge: serial %s (%s) <-> tcp %s:%d (%s)", self.url, self.profile.name, self.host, self.port,
                  self.dialect.name)

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from .framing import Framing, FramingError, decode_length
 from .link_profile import LinkProfile
+from .serial_port import PortStream, open_port
 from .serial_frames import BadFrame, Control, Frame, FrameReader, Noise, check_payload_fits, encode_frame
 
 log = logging.getLogger("possim.serial")
@@ -194,3 +195,14 @@ class SerialSession:
         else:
             self.noise += event.count
             log.debug("serial %s: %d byte(s) of noise skipped", self.name, event.count)
+
+
+async def open_session(url: str, profile: LinkProfile, framing: Framing, baud: int | None = None) -> SerialSession:
+    """Open the port (SerialPortError names it when that fails) and start a session on it; the ISO messages
+    inside are framed by `framing` (whose length header a profile with `iso_length_header` keeps)."""
+    port = open_port(url, profile, baud)
+    stream = PortStream(port, url)
+    await stream.start()
+    session = SerialSession(stream, profile, url, iso_inner_length(framing) if profile.iso_length_header else None)
+    await session.start()
+    return session
