@@ -84,7 +84,8 @@ class SerialTcpBridge:
                 reader, writer = await self._connect()
                 writer.write(framed)
                 await writer.drain()
-                return await asyncio.wait_for(self._read_answer(reader), self.answer_timeout)
+                async with asyncio.timeout(self.answer_timeout):
+                    return await self._read_answer(reader)
             except TimeoutError:
                 log.warning("bridge: host %s:%d gave no answer within %g s", self.host, self.port, self.answer_timeout)
                 await self._hang_up()

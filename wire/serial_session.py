@@ -7,7 +7,9 @@ up to the profile's retry limit, then sends EOT and gives up. A frame that
 stops arriving mid-way is dropped after the inter-byte timeout (a timer of
 ours: pyserial's is unreliable on POSIX). Bytes outside frames are skipped.
 
-Both directions run at once: a pump task reads the port all the time,
+Timeouts use `asyncio.timeout`, not `wait_for`, whose Python 3.11 form can
+swallow a cancellation that races a result (a session being stopped would
+then wait forever). Both directions run at once: a pump task reads the port all the time,
 acknowledging data frames and routing ACK/NAK/EOT to whichever `send` is
 waiting, so a terminal's request and the host's answer can cross. The
 session knows nothing of ISO 8583; `inner_length` (`iso_inner_length`)
@@ -118,7 +120,8 @@ class SerialSession:
         for attempt in range(1, attempts + 1):
             await self._write(data)
             try:
-                answer = await asyncio.wait_for(self._controls.get(), self.profile.ack_timeout)
+                async with asyncio.timeout(self.profile.ack_timeout):
+                    answer = await self._controls.get()
             except TimeoutError:
                 last = f"no ACK within {self.profile.ack_timeout:g} s"
                 continue
@@ -148,7 +151,8 @@ class SerialSession:
         if self._closed and self._inbox.empty():
             raise SerialLinkError(f"serial {self.name}: the port is closed", sent=False)
         try:
-            return await asyncio.wait_for(self._inbox.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._inbox.get()
         except TimeoutError:
             raise SerialTimeout(f"serial {self.name}: no frame within {timeout:g} s", sent=False) from None
 
@@ -162,7 +166,8 @@ class SerialSession:
             while True:
                 timeout = self.profile.inter_byte_timeout if self._reader.in_frame else None
                 try:
-                    chunk = await asyncio.wait_for(self.stream.read(), timeout)
+                    async with asyncio.timeout(timeout):
+                        chunk = await self.stream.read()
                 except TimeoutError:
                     log.warning("serial %s: frame stopped arriving for %g s; dropped", self.name, timeout)
                     self._reader.reset()
