@@ -210,8 +210,7 @@ async def round_trips(name: str, count: int) -> RoundTripResult:
         client, server = await session_on(a, profile), await session_on(b, profile)
 
         async def answering() -> None:
-            # A fixed number of answers, then it returns: cancelling it instead can lose the cancel on Python 3.11
-            # (asyncio.wait_for swallows a cancel that meets a finished ACK wait) and leave it in receive(None).
+            # A fixed number of answers, then it returns: the benchmark ends when the last answer is acknowledged.
             nonlocal wrong
             for _ in range(WARMUP + count):
                 got = await server.receive(profile.response_timeout)
@@ -331,7 +330,6 @@ async def purchase_over_serial(folder: Path, fixtures: Path, count: int) -> Purc
         try:
             latencies, elapsed, refused = await purchases(terminal, "serial", count)
             journaled = approved_rows(core)
-            await asyncio.sleep(0.1)  # the host's wait for the last ACK ends first: stop() cancels, see answering()
         finally:
             await terminal.link.close()
             terminal.state.close()
