@@ -338,8 +338,9 @@ def host_run(
                 lambda bound: {"listening": bound, "serial": list(serial_ports),
                                "link_profile": profile.name if profile else None, "dialect": core.dialect.name,
                                "db": str(Path(db).resolve()), "event_loop": loop_kind, "hsm": hsm_address or "built-in"},
-                lambda r: f"possim host listening on {', '.join(filter(None, [r['listening'], *r['serial']]))}"
-                          f" ({r['dialect']}), journal {r['db']}",
+                lambda r: "possim host listening on "
+                          + ", ".join(filter(None, [r["listening"], *(f"serial {p}" for p in r["serial"])]))
+                          + f" ({r['dialect']}), journal {r['db']}",
             )
         finally:
             if serial_trace is not None:

@@ -68,6 +68,8 @@ class SerialLink:
                 self._session = await open_session(self.url, self.profile, self.framing, self.baud)
             except SerialPortError as exc:
                 raise LinkError(str(exc), sent=False) from None
+            except OSError as exc:  # anything else the port refused: nothing was sent
+                raise LinkError(f"{self.peer}: {exc}", sent=False) from None
         return self._session
 
     async def _drop(self) -> None:

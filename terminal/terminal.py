@@ -633,7 +633,8 @@ class Terminal:
 
     def _trace(self, direction: str, body: bytes, prefix: bytes) -> None:
         if self.trace is not None:
-            self.trace(trace_record(self.clock(), direction, self.profile.host, self.codec, body, prefix))
+            self.trace(trace_record(self.clock(), direction, getattr(self.link, "peer", self.profile.host), self.codec,
+                                    body, prefix))
 
     # results
 

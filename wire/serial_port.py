@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import termios
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -77,7 +79,21 @@ def open_port(url: str, profile: LinkProfile, baud: int | None = None) -> serial
         raise SerialPortError(url, f"line settings rejected ({_one_line(exc)})") from exc
     except serial.SerialException as exc:
         raise SerialPortError(url, _OPEN_REASONS.get(exc.errno, _one_line(exc))) from exc
+    except (OSError, termios.error) as exc:  # termios refused the line settings (pyserial has closed the port)
+        if not (_pseudo_terminal(url) and (port.bytesize, port.parity) != (8, "N")):
+            raise SerialPortError(url, f"line settings rejected ({_one_line(exc)})") from exc
+        # A pseudo-terminal carries 8-bit bytes whatever its settings, and some kernels refuse 7-bit or parity
+        # settings on one: open it 8N1. The 7-bit rule is enforced in software (serial_frames.check_payload_fits).
+        port.bytesize, port.parity = 8, "N"
+        try:
+            port.open()
+        except (OSError, termios.error, serial.SerialException) as again:
+            raise SerialPortError(url, f"line settings rejected ({_one_line(again)})") from again
     return port
+
+
+def _pseudo_terminal(url: str) -> bool:
+    return os.path.realpath(url).startswith("/dev/pts/")
 
 
 def _one_line(exc: BaseException) -> str:
