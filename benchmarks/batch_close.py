@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -34,10 +33,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import yaml
-
 from possim.acquirer.core import HostCore, build_host
-from possim.fixtures import fixture_path, load_fixture
+from possim.fixtures import load_fixture
 from possim.hsm_mock.key_download import unpack
 from possim.hsm_mock.message_mac import MessageMac
 from possim.wire.batch_totals import BatchTotals, Totals, UploadRecord, encode_cup48, end_of_upload_48, pack_cup_upload
@@ -48,6 +45,8 @@ from possim.wire.dialect import Dialect, load_dialect
 from possim.wire.framing import split_envelope
 from possim.wire.message import Message
 from possim.wire.trace import mask_pan
+
+from bench_fixtures import rich_fixtures
 
 TID, MID = "10000001", "898310048160001"
 START = datetime(2026, 6, 15, 9, 0, 0)
@@ -118,25 +117,9 @@ def _payload(dialect: Dialect, body: bytes) -> bytes:
     return (framing.tpdu or b"") + framing.header + body
 
 
-def _fixtures(folder: Path) -> Path:
-    """The built-in fixtures, but with accounts a long batch cannot empty and no scenario rules."""
-    fixtures = folder / "fixtures"
-    if not fixtures.is_dir():
-        fixtures.mkdir()
-        for name in ("merchants.yaml", "terminals.yaml", "cards.yaml", "host.yaml"):
-            shutil.copy(fixture_path(name), fixtures / name)
-        (fixtures / "host_rules.yaml").write_text("rules: []\n")
-        accounts = load_fixture("accounts.yaml")
-        for account in accounts["accounts"]:
-            account.pop("per_transaction_limit", None)
-            account["balance"] = 10**15
-        (fixtures / "accounts.yaml").write_text(yaml.safe_dump(accounts))
-    return fixtures
-
-
 def run_batch(dialect_name: str, size: int, folder: Path, rng: random.Random) -> dict[str, object]:
     dialect = load_dialect(dialect_name)
-    core = build_host(dialect, folder / f"journal-{dialect_name}-{size}.sqlite", _fixtures(folder),
+    core = build_host(dialect, folder / f"journal-{dialect_name}-{size}.sqlite", rich_fixtures(folder),
                       clock=SteppingClock(START, timedelta(milliseconds=1)), rng=random.Random(1))
     try:
         pos = Counter(core, dialect)

@@ -46,19 +46,15 @@ import gc
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from possim.acquirer.core import build_host
 from possim.acquirer.serial_server import SerialHostServer
 from possim.acquirer.server import HostServer
-from possim.fixtures import fixture_path, load_fixture
 from possim.terminal.cards import resolve_card
 from possim.terminal.link import TcpLink
 from possim.terminal.profile import load_profile
@@ -71,6 +67,8 @@ from possim.wire.pty_pair import PtyPair
 from possim.wire.serial_frames import Frame, FrameReader, encode_frame
 from possim.wire.serial_port import PortStream, open_port
 from possim.wire.serial_session import SerialSession, iso_inner_length
+
+from bench_fixtures import rich_fixtures
 
 DECODE_PAYLOAD = 200
 CHUNK = 4096
@@ -270,21 +268,6 @@ class PurchaseResult:
     max_ms: float
     not_approved: int
     journaled: int
-
-
-def rich_fixtures(folder: Path) -> Path:
-    """The built-in fixtures, but with accounts a run cannot empty and no scenario rules."""
-    fixtures = folder / "fixtures"
-    fixtures.mkdir()
-    for name in ("merchants.yaml", "terminals.yaml", "cards.yaml", "host.yaml"):
-        shutil.copy(fixture_path(name), fixtures / name)
-    (fixtures / "host_rules.yaml").write_text("rules: []\n")
-    accounts = load_fixture("accounts.yaml")
-    for account in accounts["accounts"]:
-        account.pop("per_transaction_limit", None)
-        account["balance"] = 10**15
-    (fixtures / "accounts.yaml").write_text(yaml.safe_dump(accounts))
-    return fixtures
 
 
 async def purchases(terminal: Terminal, label: str, count: int) -> tuple[list[float], float, int]:
