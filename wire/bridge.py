@@ -17,65 +17,40 @@ import logging
 from .dialect import Dialect
 from .framing import FrameReader, encode_length
 from .link_profile import LinkProfile
-from .serial_session import SerialLinkError, SerialSession, open_session
+from .serial_session import SerialService
 from .trace import TraceFile
 
 log = logging.getLogger("possim.bridge")
 
 
-class SerialTcpBridge:
+class SerialTcpBridge(SerialService):
     def __init__(
         self, url: str, profile: LinkProfile, host: str, port: int, dialect: Dialect,
         baud: int | None = None, trace: TraceFile | None = None, answer_timeout: float = 60.0,
     ):
-        self.url, self.profile, self.dialect = url, profile, dialect
-        self.host, self.port = host, port
-        self.baud, self.trace, self.answer_timeout = baud, trace, answer_timeout
-        self.framing = dialect.framing
-        self.relayed = 0
-        """Answers carried back to the serial side."""
-        self._session: SerialSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(url, profile, dialect.framing, baud)
+        self.dialect, self.host, self.port = dialect, host, port
+        self.trace, self.answer_timeout = trace, answer_timeout
         self._tcp: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def start(self) -> None:
-        self._session = await open_session(self.url, self.profile, self.framing, self.baud)
-        self._task = asyncio.create_task(self._relay(), name=f"bridge {self.url}")
+        await super().start()
         log.info("bridge: serial %s (%s) <-> tcp %s:%d (%s)", self.url, self.profile.name, self.host, self.port,
                  self.dialect.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await super().stop()
         await self._hang_up()
-        if self._session is not None:
-            await self._session.close()
 
-    async def _relay(self) -> None:
-        assert self._session is not None
-        size = self.framing.length_size
-        while True:
-            try:
-                data = await self._session.receive(None)
-            except SerialLinkError as exc:
-                log.error("bridge: %s", exc)
-                return
-            framed = data if self.profile.iso_length_header else encode_length(self.framing, len(data)) + data
-            self._traced("serial->tcp", f"serial:{self.url}", framed)
-            answer = await self._ask(framed)
-            if answer is None:
-                continue
-            framed_answer = encode_length(self.framing, len(answer)) + answer
-            self._traced("tcp->serial", f"{self.host}:{self.port}", framed_answer)
-            try:
-                await self._session.send(framed_answer if self.profile.iso_length_header else framed_answer[size:])
-                self.relayed += 1
-            except SerialLinkError as exc:
-                log.warning("bridge: %s", exc)
+    async def handle(self, data: bytes) -> None:
+        framed = data if self.profile.iso_length_header else encode_length(self.framing, len(data)) + data
+        self._traced("serial->tcp", f"serial:{self.url}", framed)
+        answer = await self._ask(framed)
+        if answer is None:
+            return
+        framed_answer = encode_length(self.framing, len(answer)) + answer
+        self._traced("tcp->serial", f"{self.host}:{self.port}", framed_answer)
+        await self.reply(framed_answer if self.profile.iso_length_header else framed_answer[self.framing.length_size:])
 
     async def _ask(self, framed: bytes) -> bytes | None:
         """The host's answer payload, or None (logged) when the host cannot be reached or stays silent."""

@@ -211,3 +211,52 @@ async def open_session(url: str, profile: LinkProfile, framing: Framing, baud: i
     session = SerialSession(stream, profile, url, iso_inner_length(framing) if profile.iso_length_header else None)
     await session.start()
     return session
+
+
+class SerialService:
+    """Something that serves one serial port for as long as it runs: the host's serial front, the bridge.
+
+    A subclass says what to do with each frame (`handle`); this class owns the port's session and the task.
+    """
+
+    def __init__(self, url: str, profile: LinkProfile, framing: Framing, baud: int | None = None):
+        self.url, self.profile, self.framing, self.baud = url, profile, framing, baud
+        self.session: SerialSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the port (SerialPortError names it when that fails) and begin serving."""
+        self.session = await open_session(self.url, self.profile, self.framing, self.baud)
+        self._task = asyncio.create_task(self._run(), name=f"serial {self.url}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.session is not None:
+            await self.session.close()
+
+    async def handle(self, data: bytes) -> None:
+        """One acknowledged frame from the port."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        assert self.session is not None
+        while True:
+            try:
+                data = await self.session.receive(None)
+            except SerialLinkError as exc:
+                log.error("%s", exc)
+                return
+            await self.handle(data)
+
+    async def reply(self, data: bytes) -> None:
+        """Send one frame back; a peer that never acknowledges is logged (it will time out and reverse)."""
+        assert self.session is not None
+        try:
+            await self.session.send(data)
+        except SerialLinkError as exc:
+            log.warning("%s", exc)
