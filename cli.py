@@ -864,6 +864,107 @@ def _render_result(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- qr ----------------------------------------------------------------------
+
+
+@cli.group(cls=PossimGroup)
+def qr() -> None:
+    """EMV QR codes: decode and check a payload, or make one (and its image)."""
+
+
+@qr.command("decode")
+@click.argument("payload")
+@click.option("--strict", is_flag=True, help="Every EMV rule, not the lenient national-profile reading.")
+@click.option("--image", is_flag=True, help="PAYLOAD is a PNG file to read the code from.")
+@json_option
+def qr_decode(payload: str, strict: bool, image: bool, as_json: bool) -> None:
+    """Decode a merchant-presented EMV QR payload; exit 0 when valid, 1 when not.
+
+    Errors name the tag and the character offset. A consumer-presented code
+    (base64 BER-TLV, starting "hQ") is decoded as CPM: its PAN is shown masked.
+    """
+    from possim.wire.emv_cpm import CpmError, decode_cpm
+    from possim.wire.emv_qr import decode_mpm
+    from possim.wire.qr_image import read_qr_png
+
+    if image:
+        try:
+            payload = read_qr_png(Path(payload).read_bytes())
+        except OSError as exc:
+            raise CommandError(f"{payload}: {_one_line(exc)}") from None
+        except ValueError as exc:
+            raise CommandError(f"{payload}: {exc}") from None
+    if payload.startswith("hQ"):
+        try:
+            cpm = decode_cpm(payload)
+        except CpmError as exc:
+            result = {"valid": False, "mode": "cpm", "errors": [{"tag": None, "offset": None, "message": str(exc)}], "fields": {}}
+        else:
+            result = {"valid": True, "mode": "cpm", "errors": [], "fields": {
+                "aid": cpm.aid, "label": cpm.label, "masked_pan": cpm.masked_pan(), "expiry": cpm.expiry,
+                "language": cpm.language, "chip_data_bytes": len(cpm.chip_data)}}
+    else:
+        result = {"mode": "mpm", **decode_mpm(payload, strict=strict).to_json()}
+    emit(as_json, result, _render_qr)
+    if not result["valid"]:
+        sys.exit(1)
+
+
+def _render_qr(r: dict[str, Any]) -> str:
+    lines = [f"{'VALID' if r['valid'] else 'INVALID'} EMV QR ({r['mode'].upper()})"]
+    lines += [f"  error at offset {e['offset']}, tag {e['tag']}: {e['message']}" for e in r["errors"]]
+
+    def walk(fields: dict[str, Any], indent: str) -> None:
+        for key, value in fields.items():
+            if isinstance(value, dict):
+                lines.append(f"{indent}{key}:")
+                walk(value, indent + "  ")
+            else:
+                lines.append(f"{indent}{key}: {value}")
+
+    walk(r["fields"], "  ")
+    return "\n".join(lines)
+
+
+@qr.command("encode")
+@click.option("--merchant-account", "account", default="com.possim.pay", show_default=True, help="Globally unique ID of the merchant account template (ID 26).")
+@click.option("--merchant-id", default="898310048160001", show_default=True, help="Merchant ID in that template (sub-ID 01).")
+@click.option("--mcc", default="9311", show_default=True)
+@click.option("--currency", default="156", show_default=True, help="ISO 4217 numeric or alphabetic code.")
+@click.option("--amount", help="Amount in major units; omitted: a static code, the payer enters it.")
+@click.option("--name", "merchant_name", default="CITY NON-TAX REVENUE HALL", show_default=True)
+@click.option("--city", default="HUANGPU", show_default=True)
+@click.option("--country", default="CN", show_default=True)
+@click.option("--reference", help="Reference label (62.05), e.g. an order number.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Also write the code as a PNG image.")
+@click.option("--screen", is_flag=True, help="With --png: a terminal-screen image, amount and merchant under the code.")
+@json_option
+def qr_encode(account: str, merchant_id: str, mcc: str, currency: str, amount: str | None, merchant_name: str, city: str,
+              country: str, reference: str | None, png_path: str | None, screen: bool, as_json: bool) -> None:
+    """Make a merchant-presented EMV QR payload (dynamic with --amount, else static)."""
+    from possim.wire.emv_qr import QrEncodeError, dynamic_order_qr
+    from possim.wire.money import currency as find_currency
+    from possim.wire.money import format_major, parse_major
+    from possim.wire.qr_image import qr_png, qr_text, terminal_screen_png
+
+    _parent_exists(png_path, "--png")
+    try:
+        cur = find_currency(currency)
+        minor = parse_major(amount, cur) if amount is not None else None
+        payload = dynamic_order_qr(
+            merchant_account={"00": account, "01": merchant_id}, mcc=mcc, currency=cur.numeric, amount_minor=minor,
+            country=country, name=merchant_name, city=city, reference=reference, terminal_label=None,
+        )
+    except (QrEncodeError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    if png_path:
+        shown = f"{format_major(minor, cur)} {cur.alpha}" if minor is not None else None
+        image = terminal_screen_png(payload, amount=shown, merchant=merchant_name) if screen else qr_png(payload)
+        Path(png_path).write_bytes(image)
+    emit(as_json, {"payload": payload, "png": str(Path(png_path).resolve()) if png_path else None},
+         lambda r: f"{qr_text(r['payload'])}\n{r['payload']}" + (f"\nwritten to {r['png']}" if r["png"] else ""))
+
+
 # --- serial and bridge -------------------------------------------------------
 
 

@@ -352,3 +352,30 @@ def test_bad_values_are_usage_errors_and_nothing_is_sent(args: list[str], compla
     result = possim("pos", *args, "--host", "127.0.0.1:9", "--state", str(state))
     assert result.returncode == 2
     assert complaint in one_line_error(result)
+
+
+def test_qr_encode_writes_a_png_that_qr_decode_reads_back(tmp_path: Path) -> None:
+    png = tmp_path / "order.png"
+    made = possim("qr", "encode", "--amount", "12.50", "--reference", "ORD-42", "--png", str(png), "--screen", "--json")
+    assert made.returncode == 0, made.stderr
+    payload = json.loads(made.stdout)["payload"]
+    read = possim("qr", "decode", "--image", str(png), "--json")
+    decoded = json.loads(read.stdout)
+    assert read.returncode == 0 and decoded["valid"] and decoded["mode"] == "mpm"
+    assert decoded["fields"]["54"] == "12.50" and decoded["fields"]["62"] == {"05": "ORD-42"}
+    assert possim("qr", "decode", payload, "--strict", "--json").returncode == 0
+
+
+def test_qr_decode_names_the_tag_and_offset_and_exits_1() -> None:
+    broken = possim("qr", "decode", "00020101021226180014com.possim.pay6304abcd", "--json")
+    assert broken.returncode == 1
+    errors = json.loads(broken.stdout)["errors"]
+    assert {"tag": "63", "offset": 34} in [{"tag": e["tag"], "offset": e["offset"]} for e in errors]
+
+
+def test_qr_decode_reads_a_consumer_presented_code_and_masks_its_pan() -> None:
+    # The EMVCo CPM specification's example (as other libraries' tests copy it)
+    cpm = possim("qr", "decode", "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8=", "--json")
+    result = json.loads(cpm.stdout)
+    assert cpm.returncode == 0 and result["mode"] == "cpm"
+    assert result["fields"]["masked_pan"] == "123456******3458" and "1234567890123458" not in cpm.stdout
