@@ -61,9 +61,6 @@ class PinVerifier:
         }
         self._bdks = {tid: key_text("U", lmk.encrypt(bdk, BDK, "U")) for tid, bdk in bdks.items()}
 
-    def uses_dukpt(self, tid: str) -> bool:
-        return tid in self._bdks
-
     def check(
         self, *, tid: str, tpk: str | None, ksn: str | None, pin_block: str, pan: str, issuer: Issuer, card: Card
     ) -> PinCheck:
