@@ -72,6 +72,9 @@ class BatchClose:
             return self._answer(req, last, None, "retransmitted batch close: first answer repeated", rule)
         batch = named if named and named.isdigit() else session.batch_number
         closed = self.journal.closed_batch(tid, batch)
+        if closed is None and batch != session.batch_number:
+            return core._answer_only(req, _ECHO, self.dialect.response_code("batch_closed"),
+                                     f"batch {batch} is not terminal {tid}'s open batch {session.batch_number}")
         if closed is not None:
             return core._answer_only(req, _ECHO, self.dialect.response_code("batch_closed"),
                                      f"batch {batch} of terminal {tid} is already closed")
@@ -82,7 +85,7 @@ class BatchClose:
         ours = self.host_totals(tid, batch)
         balanced = self._compare(theirs) == self._compare(ours)
         record = ClosedBatch(tid, batch, req.business_date, req.at, balanced, _dump(theirs), _dump(ours), message[11])
-        following = TerminalSession(tid, session.signed_on_date, f"{int(batch) + 1:06d}", req.at)
+        following = TerminalSession(tid, session.signed_on_date, f"{int(batch) % 999999 + 1:06d}", req.at)
         note = f"batch {batch} closed {'in balance' if balanced else 'out of balance'}"
         return self._answer(req, record, following, note, rule)
 

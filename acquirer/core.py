@@ -45,7 +45,7 @@ from possim.wire.trace import mask_pan, redacted_fields
 
 from .issuer import IssuerStub
 from .journal import (
-    APPROVED, DECLINED, ORPHAN_REVERSAL, REVERSED,
+    APPROVED, COMPLETED, DECLINED, HELD, ORPHAN_REVERSAL, REVERSED,
     AccountBalance, Hold, Journal, JournalError, MessageEntry, Posting, TerminalSession, Transaction, Unit,
 )
 from .batch_close import BatchClose
@@ -453,14 +453,17 @@ class HostCore:
         elif original is None:
             insert = self._orphan(req, stan, key_date, response)
             note = "orphan reversal: original never seen"
+        elif original.reversed_at is None and original.status == APPROVED and (why := self._irreversible(original)):
+            note = f"does not reverse transaction {original.id}: {why}"
         elif original.reversed_at is None and original.status in (APPROVED, DECLINED):
             update = original
+            gives_back = original.status == APPROVED and self._still_taken(original)
             if original.status == APPROVED:
                 update.status = REVERSED
                 postings, updates, holds = self._undo(original, req.at)
             update.reversal_mti, update.reversal_stan = message.mti, message[11]
             update.reversal_reason, update.reversed_at, update.updated_at = message.get(39), req.at, req.at
-            if original.posted_amount and original.account_id:
+            if gives_back and original.posted_amount and original.account_id:
                 postings = (Posting(original.account_id, original.posted_amount), *postings)
             updates = (update, *updates)
             note = f"reverses transaction {original.id}"
@@ -471,6 +474,24 @@ class HostCore:
             insert=insert, updates=updates, postings=postings, holds=holds, at=req.at,
         ))
         return _reply(data, rule)
+
+    def _irreversible(self, original: Transaction) -> str | None:
+        """Why an approved transaction can no longer be reversed, or None: later transactions built on it
+        (a partial refund, a completed pre-authorization) must be undone first, or the money moves twice."""
+        if original.refunded_amount:
+            return f"refunded in part ({original.refunded_amount}): reverse or void nothing on top of a refund"
+        if original.kind == "preauth":
+            hold = self.journal.hold(original.id or 0)
+            if hold is not None and hold.state == COMPLETED:
+                return "its hold was completed: reverse the completion first"
+        return None
+
+    def _still_taken(self, original: Transaction) -> bool:
+        """Whether the account still lacks what `original` posted: an expired or released pre-auth gave it back."""
+        if original.kind != "preauth":
+            return True
+        hold = self.journal.hold(original.id or 0)
+        return hold is None or hold.state == HELD
 
     def _undo(self, reversed_txn: Transaction, at: str) -> tuple[tuple[Posting, ...], tuple[Transaction, ...], tuple[Hold, ...]]:
         """What a reversal undoes besides the reversed transaction's own posting (effects.reversal_effects)."""

@@ -295,6 +295,10 @@ def original_valid(ctx: Context) -> Decline | None:
                              f"not an approved {' or '.join(wanted)}")
     if original.status != APPROVED:
         return Decline("12", f"the original (RRN {message[37]}) is {original.status}")
+    if ctx.currency != original.currency:
+        return Decline("12", f"currency {ctx.currency} is not the original's {original.currency}")
+    if ctx.card.pan is not None and ctx.services.journal.pan_hash(ctx.card.pan) != original.pan_hash:
+        return Decline("25", f"the card presented is not the card of RRN {message[37]}")
     if kind.name in ("sale_void", "completion_void"):
         return _voidable(ctx, original)
     if kind.name == "refund":
@@ -325,12 +329,14 @@ def _voidable(ctx: Context, original: Transaction) -> Decline | None:
         return Decline("12", f"RRN {ctx.message[37]} is not in terminal {ctx.message[41]}'s open batch")
     if ctx.amount != original.amount:
         return Decline("13", f"void of {ctx.amount}: the original was {original.amount}")
+    if original.refunded_amount:
+        return Decline("12", f"RRN {ctx.message[37]} was refunded in part ({original.refunded_amount}): it cannot be voided")
     return None
 
 
 def account_rules(ctx: Context) -> Decline | None:
     issuer = ctx.services.issuer
-    if _cardless(ctx) and ctx.original is not None:
+    if ctx.original is not None:  # what an original's transaction moves, moves on the original's account
         account = issuer.account(ctx.original.account_id or "")
     else:
         card = issuer.card(ctx.card.pan or "")

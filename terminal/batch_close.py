@@ -71,8 +71,11 @@ class BatchCloser:
     async def _steps(self, result: _CloseResult) -> BatchCloseResult:
         progress = self.state.close_progress()
         cup_style = settles_in_field_48(self.dialect)
-        if progress.phase is None:
-            answer = await self._exchange(self._settlement_request(result.totals, trailer=False))
+        if progress.phase in (None, "totals"):
+            if progress.phase is None:  # committed before the 0500 leaves: a resumed close resends this very 0500
+                progress = CloseProgress("totals", None, None, self.state.next_stan())
+                self.state.save_close_progress(progress)
+            answer = await self._exchange(self._settlement_request(result.totals, trailer=False, stan=progress.stan))
             code = answer[39]
             result.code = code
             if code == self.dialect.response_code("batch_closed"):
@@ -89,7 +92,8 @@ class BatchCloser:
                 return result.finish(self.state, balanced=True)
             elif not cup_style and code == self.dialect.response_code("out_of_balance"):
                 progress = CloseProgress("upload", False, code)
-            else:
+            else:  # the host refused the totals: the batch stays open, trading goes on
+                self.state.save_close_progress(CloseProgress(None, None, None))
                 raise _Interrupted(f"host answered the totals with {code} ({response_text(code)})", False, code)
             self.state.save_close_progress(progress)
         result.balanced, result.code = progress.balanced, progress.response_code
@@ -155,9 +159,9 @@ class BatchCloser:
         except Unreadable as exc:
             raise _Interrupted(f"answer unreadable: {exc}", False) from None
 
-    def _settlement_request(self, totals: BatchTotals, trailer: bool) -> Message:
+    def _settlement_request(self, totals: BatchTotals, trailer: bool, stan: str | None = None) -> Message:
         return build_settlement(
-            self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(), now=self.clock(),
+            self.dialect, tid=self.profile.tid, mid=self.profile.mid, stan=stan or self.state.next_stan(), now=self.clock(),
             batch_number=self.state.batch_number, currency=self.profile.currency, totals=totals, trailer=trailer,
         )
 

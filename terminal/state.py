@@ -34,15 +34,16 @@ from possim.wire.message import Message
 
 STAN_LIMIT = 999999
 ATC_LIMIT = 0xFFFF
-CLOSE_PHASES = ("upload", "end")
-"""Batch close past the totals answer: records being uploaded, then the end-of-upload / trailer message."""
+CLOSE_PHASES = ("totals", "upload", "end")
+"""Batch close under way: the totals 0500 sent (its STAN kept, so a resend is the same message), records being
+uploaded, then the end-of-upload / trailer message."""
 CARD_DATA_FIELDS = frozenset({2, 14, 34, 35, 36, 45, 52, 55})
 """Fields that identify or unlock a card; the state refuses to store them."""
 
 _ADDED_COLUMNS = {
     # table: (column, declaration) added after the first release; old files get them by ALTER TABLE
     "terminal": (("pin_key", "TEXT"), ("mac_key", "TEXT"), ("data_key", "TEXT"), ("ksn", "TEXT"), ("atc", "INTEGER"),
-                 ("close_phase", "TEXT"), ("close_balanced", "INTEGER"), ("close_code", "TEXT")),
+                 ("close_phase", "TEXT"), ("close_balanced", "INTEGER"), ("close_code", "TEXT"), ("close_stan", "TEXT")),
     "batch": (("kind", "TEXT NOT NULL DEFAULT 'sale'"), ("voided", "INTEGER NOT NULL DEFAULT 0"),
               ("uploaded", "INTEGER NOT NULL DEFAULT 0"), ("original_stan", "TEXT")),
 }
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS terminal (
     atc INTEGER,
     close_phase TEXT,
     close_balanced INTEGER,
-    close_code TEXT
+    close_code TEXT,
+    close_stan TEXT
 );
 CREATE TABLE IF NOT EXISTS batch (
     batch_number INTEGER NOT NULL,
@@ -171,6 +173,8 @@ class CloseProgress:
     phase: str | None
     balanced: bool | None
     response_code: str | None
+    stan: str | None = None
+    """The totals 0500's STAN: a close resumed before its answer sends that same 0500 again."""
 
 
 @dataclass(frozen=True)
@@ -416,18 +420,19 @@ class TerminalState:
     # batch close
 
     def close_progress(self) -> CloseProgress:
-        phase, balanced, code = self._db.execute(
-            "SELECT close_phase, close_balanced, close_code FROM terminal"
+        phase, balanced, code, stan = self._db.execute(
+            "SELECT close_phase, close_balanced, close_code, close_stan FROM terminal"
         ).fetchone()
-        return CloseProgress(phase, None if balanced is None else bool(balanced), code)
+        return CloseProgress(phase, None if balanced is None else bool(balanced), code, stan)
 
     def save_close_progress(self, progress: CloseProgress) -> None:
         if progress.phase is not None and progress.phase not in CLOSE_PHASES:
             raise ValueError(f"close phase {progress.phase!r} must be one of {', '.join(CLOSE_PHASES)}")
         with self._db:
             self._db.execute(
-                "UPDATE terminal SET close_phase = ?, close_balanced = ?, close_code = ?",
-                (progress.phase, None if progress.balanced is None else int(progress.balanced), progress.response_code),
+                "UPDATE terminal SET close_phase = ?, close_balanced = ?, close_code = ?, close_stan = ?",
+                (progress.phase, None if progress.balanced is None else int(progress.balanced), progress.response_code,
+                 progress.stan),
             )
 
     def mark_uploaded(self, stans: list[str], uploaded: bool = True) -> None:
@@ -443,7 +448,7 @@ class TerminalState:
         """The host closed the batch: the next one opens (number + 1) and the close is over. The old rows stay."""
         with self._db:
             self._db.execute("UPDATE terminal SET batch_number = batch_number % 999999 + 1, close_phase = NULL,"
-                             " close_balanced = NULL, close_code = NULL")
+                             " close_balanced = NULL, close_code = NULL, close_stan = NULL")
         return self.batch_number
 
     # pending reversal

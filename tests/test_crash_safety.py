@@ -103,3 +103,28 @@ def test_killed_mid_upload_the_next_run_finishes_it_without_sending_a_record_twi
             assert json.loads(status.stdout)["batch_number"] == "000002"
         finally:
             journal.close()
+
+
+def test_killed_waiting_for_the_totals_answer_the_next_run_resends_the_same_0500(tmp_path) -> None:
+    """iso87's 0500 names no batch: only its STAN tells the host it is the same close. The resumed close must
+    resend that STAN, or the host would close the next, empty batch as well."""
+    folder = fixtures(tmp_path)
+    (folder / "host_rules.yaml").write_text('rules:\n  - {name: slow close, when: {mti: "0500"}, delay: 6}\n')
+    with running_host(tmp_path, "iso87ascii", folder) as host:
+        address, state = f"127.0.0.1:{host.port}", tmp_path / "t.sqlite"
+        assert pos(address, state, "signon", "--dialect", "iso87ascii")["response_code"] == "00"
+        assert pos(address, state, "purchase", "--amount", "12.00", "--dialect", "iso87ascii")["approved"]
+        journal = host.journal()
+        try:
+            closing = spawn(address, state, "batch", "close", "--dialect", "iso87ascii")
+            kill_when(closing, lambda: journal.closed_batch("10000001", "000001") is not None, "the host closed the batch")
+            (folder / "host_rules.yaml").write_text("rules: []\n")
+            time.sleep(1.2)
+            resumed = pos(address, state, "batch", "close", "--dialect", "iso87ascii")
+            assert resumed["closed"] and resumed["balanced"], resumed["message"]
+            closes = [m for m in journal.messages() if m.mti == "0500" and m.direction == "in"]
+            assert len(closes) == 2 and closes[0].stan == closes[1].stan  # the same 0500, sent again
+            assert journal.closed_batch("10000001", "000002") is None  # no phantom second close
+            assert journal.terminal("10000001").batch_number == "000002"
+        finally:
+            journal.close()

@@ -267,3 +267,54 @@ def test_a_reversal_advice_0420_reverses_like_a_0400_and_is_answered_0430(host) 
         advice.mti = "0421"
         assert pos.exchange(advice)[39] == "00"  # a repeat: nothing more to give back
     assert host.balance("A-1001") == OPENING["A-1001"]
+
+
+def test_nothing_built_on_a_refund_or_a_completion_moves_money_twice(host) -> None:
+    """A refunded sale can be neither voided nor reversed; a completed pre-auth cannot be reversed; an expired
+    one is reversed without giving its hold back twice; the card and currency must be the original's."""
+    d = host.dialect
+    with signed_on(host) as pos:
+        sale = txn(d, "sale", "000002", amount=10000)
+        answer = pos.exchange(sale)
+        assert pos.exchange(txn(d, "refund", "000003", amount=6000, rrn=answer[37]))[39] == "00"
+        assert pos.exchange(txn(d, "sale_void", "000004", amount=10000, rrn=answer[37]))[39] == "12"
+        assert pos.exchange(reversal(d, sale, "000005"))[39] == "00"  # acknowledged, nothing reversed
+        assert host.balance("A-1001") == OPENING["A-1001"] - 4000
+        assert host.core.journal.transaction_by_rrn(answer[37]).status == "approved"
+
+        hold = txn(d, "preauth", "000006", amount=5000)
+        held = pos.exchange(hold)
+        assert pos.exchange(txn(d, "completion", "000007", amount=4000, rrn=held[37], auth=held[38]))[39] == "00"
+        assert pos.exchange(reversal(d, hold, "000008"))[39] == "00"  # the completion stands: nothing reversed
+        assert host.balance("A-1001") == OPENING["A-1001"] - 4000 - 4000
+
+        other = pos.exchange(txn(d, "sale", "000009", amount=700))
+        assert pos.exchange(txn(d, "sale_void", "000010", card="approve2", amount=700, rrn=other[37]))[39] == "25"
+        in_yen = txn(d, "refund", "000011", amount=100, rrn=other[37])
+        in_yen[49] = "392"
+        assert pos.exchange(in_yen)[39] == "12"
+        assert host.balance("A-1004") == OPENING["A-1004"]
+
+
+def test_an_expired_preauth_reversed_gives_nothing_back_twice(host) -> None:
+    d = host.dialect
+    with signed_on(host) as pos:
+        hold = txn(d, "preauth", "000002", amount=5000)
+        assert pos.exchange(hold)[39] == "00"
+        host.core.clock.advance(timedelta(days=8))
+        assert pos.exchange(sign_on(d, "000003"))[39] == "00"
+        assert pos.exchange(txn(d, "balance", "000004"))[39] == "00"  # a financial request releases expired holds
+        assert host.balance("A-1001") == OPENING["A-1001"]
+        late = reversal(d, hold, "000005")
+        assert pos.exchange(late)[39] == "00"
+        assert host.balance("A-1001") == OPENING["A-1001"]
+
+
+def test_a_cup_close_naming_a_batch_that_is_not_open_is_refused(tmp_path) -> None:
+    with running_host(tmp_path, "cup") as host:
+        d = host.dialect
+        with signed_on(host) as pos:
+            pos.exchange(txn(d, "sale", "000002", amount=1000))
+            assert pos.exchange(close_request(d, "000003", BatchTotals(), batch="000050"))[39] == "80"
+        assert host.core.journal.terminal(TID).batch_number == "000001"
+        assert host.core.journal.closed_batch(TID, "000050") is None
