@@ -242,6 +242,7 @@ def card_status(ctx: Context) -> Decline | None:
     return ctx.services.issuer.card_refusal(ctx.card.pan or "")
 
 
+@card_present
 def pin_verified(ctx: Context) -> Decline | None:
     """Field 52, when present, must hold the card's PIN; the issuer allows a few wrong ones a day.
 
