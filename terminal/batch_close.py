@@ -138,15 +138,20 @@ class BatchCloser:
         self.state.mark_uploaded(stans)
         try:
             answer = await self._exchange(request, data)
-        except LinkError as exc:
-            if not exc.sent:
-                self.state.mark_uploaded(stans, uploaded=False)
+        except LinkError:  # it never left (_exchange turns one that did into _Interrupted): not uploaded after all
+            self.state.mark_uploaded(stans, uploaded=False)
             raise
-        finally:
-            result.uploaded += len(entries)
-            result.upload_messages += 1
+        except _Interrupted:  # it left; its answer did not come back readable
+            self._count(result, entries)
+            raise
+        self._count(result, entries)
         if answer[39] != APPROVED:
             raise _Interrupted(f"host answered an upload 0320 with {answer[39]} ({response_text(answer[39])})", False)
+
+    @staticmethod
+    def _count(result: _CloseResult, entries: list[BatchEntry]) -> None:
+        result.uploaded += len(entries)
+        result.upload_messages += 1
 
     async def _exchange(self, request: Message, data: bytes | None = None) -> Message:
         """One batch-close exchange; anything but a readable answer interrupts the close (a host never reached raises)."""
