@@ -479,7 +479,7 @@ def pos() -> None:
 @pos.command("signon")
 @pos_options
 def pos_signon(**options: Any) -> None:
-    """Sign the terminal on (0800, network management code 001)."""
+    """Sign the terminal on (0800: network management code 001, or cup 003 / 004 with a track key) and take its working keys."""
     _run_terminal(options, lambda terminal: terminal.sign_on())
 
 
@@ -1293,7 +1293,7 @@ def hsm_tr31_unwrap(kbpk: str, keyblock: str, as_json: bool) -> None:
 @dialect_option
 @json_option
 def demo_command(out: str | None, dialect: str, as_json: bool) -> None:
-    """Run a whole business day against an in-process host over real TCP, then summarize it."""
+    """Run a whole business day against an in-process host (and its HSM) over real TCP and a virtual serial cable, then summarize it."""
     import asyncio
 
     from possim.demo import new_out_dir, run_demo

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from .core import HostCore, _Request
     from .rules import Rule
 
-TOTALS_CODE = "201"
 END_OF_UPLOAD_CODES = ("202", "207")
 TRAILER_PROCESSING_CODE = "960000"
 _ECHO = (3, 11, 15, 41, 42, 74, 75, 76, 77, 86, 87, 88, 89, 97)

@@ -306,7 +306,8 @@ class HostCore:
             return self._answer_only(req, echo, code, problem)
         card = read_card(message)
         pan_hash = self.journal.pan_hash(card.pan) if card.pan else None
-        ctx = Context(message, req.now, req.business_date, self._services, card)
+        ctx = Context(message, req.now, req.business_date, self._services, card,
+                      session=self.journal.terminal(message[41]), pan_hash=pan_hash)
         response = self._response(message, _FINANCIAL_ECHO, code, req.now)
         response[37] = self._rrn(req.now)
         data = self._frame(response, req.envelope)
@@ -344,6 +345,7 @@ class HostCore:
 
         self._expire_holds(req)
         ctx = Context(message, req.now, req.business_date, self._services, card, rule,
+                      session=self.journal.terminal(tid), pan_hash=pan_hash,
                       kind=self.dialect.transaction_of(message), preauth_tolerance_percent=self.completion_tolerance_percent)
         outcome = run(self._steps, ctx)
         response = self._response(message, _FINANCIAL_ECHO, outcome.code, req.now)
@@ -405,13 +407,9 @@ class HostCore:
             created_at=req.at,
             updated_at=req.at,
             kind=ctx.kind.name if ctx.kind else None,
-            batch_number=self._open_batch(message[41]),
+            batch_number=ctx.session.batch_number if ctx.session else None,
             original_id=ctx.original.id if ctx.original else None,
         )
-
-    def _open_batch(self, tid: str) -> str | None:
-        session = self.journal.terminal(tid)
-        return session.batch_number if session else None
 
     def _repeat(self, req: _Request, first: Transaction, fingerprint: str, rule: Rule | None) -> Reply:
         """A request whose key the host has seen: a retransmission, or a STAN reused (94)."""

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .journal import APPROVED, COMPLETED, HELD, RELEASED, VOIDED, Hold, Posting, Transaction
+from .journal import APPROVED, COMPLETED, EXPIRED, HELD, RELEASED, VOIDED, Hold, Posting, Transaction
 from .pipeline import Context
 
 
@@ -91,7 +91,7 @@ def expiry_effects(holds: list[Hold], at: str) -> tuple[tuple[Posting, ...], tup
     """Holds whose time is up go back to their accounts."""
     return (
         tuple(Posting(h.account_id, h.amount) for h in holds),
-        tuple(dataclasses.replace(h, state="expired", updated_at=at) for h in holds),
+        tuple(dataclasses.replace(h, state=EXPIRED, updated_at=at) for h in holds),
     )
 
 

@@ -50,7 +50,6 @@ DECLINED = "declined"
 REVERSED = "reversed"
 ORPHAN_REVERSAL = "orphan_reversal"
 VOIDED = "voided"
-STATUSES = (APPROVED, DECLINED, REVERSED, ORPHAN_REVERSAL, VOIDED)
 HELD, RELEASED, COMPLETED, EXPIRED = "held", "released", "completed", "expired"
 
 _SCHEMA = """

@@ -20,7 +20,7 @@ from possim.wire.message import Message
 from possim.wire.money import currency as find_currency
 from possim.wire.transactions import TransactionKind
 
-from .journal import APPROVED, HELD, Hold, PinTries, Transaction
+from .journal import APPROVED, HELD, Hold, PinTries, TerminalSession, Transaction
 
 if TYPE_CHECKING:
     from possim.wire.dialect import Dialect
@@ -108,6 +108,10 @@ class Context:
     services: Services
     card: CardData
     rule: Rule | None = None
+    session: TerminalSession | None = None
+    """The terminal's session at the host (sign-on date, open batch, PIN key), read once per request."""
+    pan_hash: str | None = None
+    """The keyed hash of the card's PAN, computed once per request."""
     terminal: TerminalProfile | None = None
     merchant: Merchant | None = None
     amount: int | None = None
@@ -144,7 +148,7 @@ def terminal_signed_on(ctx: Context) -> Decline | None:
     refusal = registry.refusal(tid, ctx.message.get(42))
     if refusal is not None:
         return Decline(dialect.response_code("terminal_unknown"), refusal)
-    session = ctx.services.journal.terminal(tid)
+    session = ctx.session
     if session is None or session.signed_on_date != ctx.business_date:
         return Decline(dialect.response_code("not_signed_on"), f"terminal {tid} has not signed on for {ctx.business_date}")
     ctx.terminal = registry.terminal(tid)
@@ -257,11 +261,12 @@ def pin_verified(ctx: Context) -> Decline | None:
     if issuer is None or card is None:
         raise LookupError("card passed the issuer checks but is not on file")
     tries = issuer.pin.tries if issuer.pin is not None else 0
-    pan_hash = services.journal.pan_hash(pan)
+    pan_hash = ctx.pan_hash
+    assert pan_hash is not None, "the core hashes every PAN it reads"
     failures = services.journal.pin_failures(pan_hash, ctx.business_date)
     if issuer.pin is not None and failures >= tries:
         return Decline("75", f"PIN tries exceeded: {failures} wrong PINs today, {tries} allowed")
-    session = services.journal.terminal(tid)
+    session = ctx.session
     check = services.pins.check(
         tid=tid, tpk=session.pin_key if session else None, ksn=services.dialect.get_role(ctx.message, "ksn"),
         pin_block=block, pan=pan, issuer=issuer, card=card,
@@ -298,7 +303,7 @@ def original_valid(ctx: Context) -> Decline | None:
         return Decline("12", f"the original (RRN {message[37]}) is {original.status}")
     if ctx.currency != original.currency:
         return Decline("12", f"currency {ctx.currency} is not the original's {original.currency}")
-    if ctx.card.pan is not None and ctx.services.journal.pan_hash(ctx.card.pan) != original.pan_hash:
+    if ctx.card.pan is not None and ctx.pan_hash != original.pan_hash:
         return Decline("25", f"the card presented is not the card of RRN {message[37]}")
     if kind.name in ("sale_void", "completion_void"):
         return _voidable(ctx, original)
@@ -325,7 +330,7 @@ def original_valid(ctx: Context) -> Decline | None:
 
 def _voidable(ctx: Context, original: Transaction) -> Decline | None:
     """A void cancels a transaction of the same terminal's open batch, for exactly its amount."""
-    session = ctx.services.journal.terminal(ctx.message[41])
+    session = ctx.session
     if original.terminal_id != ctx.message[41] or session is None or original.batch_number != session.batch_number:
         return Decline("12", f"RRN {ctx.message[37]} is not in terminal {ctx.message[41]}'s open batch")
     if ctx.amount != original.amount:

@@ -32,9 +32,6 @@ BLOCK_LENGTH = 2 * _ENTRY_LENGTH
 BLOCK_LENGTH_WITH_TRACK_KEY = 3 * _ENTRY_LENGTH
 """PIN, MAC and track keys."""
 
-KEY_SETS: dict[str, bool] = {"003": False, "004": True}
-"""UnionPay sign-on network management code (60.3) -> whether the block carries a track key."""
-
 _NAMES = ("PIN key", "MAC key", "track key")
 
 

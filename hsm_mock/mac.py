@@ -26,9 +26,6 @@ from .cipher import (
     xor,
 )
 
-PADDING_METHODS = (1, 2, 3)
-
-
 class MacError(ValueError):
     """A MAC request that cannot be computed; the message names the parameter."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,12 @@ class Dialect:
 
     def transaction_of(self, message: Message) -> TransactionKind | None:
         """The kind of a request, by MTI class, processing code and condition code (field 25, 00 when absent)."""
-        key = (message.mti[1:3], message.get(3) or "", message.get(25) or "00")
-        for kind in self.transactions.values():
-            if kind.key == key:
-                return kind
-        return None
+        return self._kinds_by_key.get((message.mti[1:3], message.get(3) or "", message.get(25) or "00"))
+
+    @cached_property
+    def _kinds_by_key(self) -> dict[tuple[str, str, str], TransactionKind]:
+        """Built once: every financial request asks (parse_transactions made the keys unique)."""
+        return {kind.key: kind for kind in self.transactions.values()}
 
     def split(self, number: int, value: str) -> dict[str, str]:
         """Cut a field with declared subfields into named parts; a short value yields fewer parts."""
