@@ -22,7 +22,6 @@ or reversal carries one (docs/messages.md, "Working keys" and "MAC").
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -45,17 +44,21 @@ from possim.wire.trace import mask_pan, redacted_fields
 
 from .issuer import IssuerStub
 from .journal import (
-    APPROVED, COMPLETED, DECLINED, HELD, ORPHAN_REVERSAL, REVERSED,
-    AccountBalance, Hold, Journal, JournalError, MessageEntry, Posting, TerminalSession, Transaction, Unit,
+    APPROVED, CLOSED, COMPLETED, DECLINED, HELD, ORPHAN_REVERSAL, PENDING, REVERSED,
+    AccountBalance, Hold, Journal, JournalError, MessageEntry, Notification, Order, Posting, TerminalSession, Transaction,
+    Unit,
 )
 from .batch_close import BatchClose
 from .reply import Reply, shaped as _reply
 from .effects import Effects, approved_effects, expiry_effects, reversal_effects
 from .pin_check import PinVerifier
-from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, log_fault, read_card, run
+from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, fingerprint, log_fault, read_card, run
+from .qr_front import QR_KINDS, REVERSIBLE as QR_REVERSIBLE, QrFront
+from .qr_orders import OrderService
 from .registry import Registry
 from .rules import Request, Rule, Rules
-from .settings import HostSettings
+from .settings import HostSettings, QrSettings
+from .wallets import WalletNetwork
 
 log = logging.getLogger("possim.host")
 
@@ -68,8 +71,8 @@ _MACED_KINDS = ("10", "20", "22", "40", "42", "50", "32")
 """Request kinds (MTI digits 2-3) that carry a MAC once the terminal has a MAC key, and whose answers do:
 everything that moves money or closes a batch."""
 _MACED_ANSWERS = ("11", "21", "23", "41", "43", "51", "33")
-_KEY_ROLES = ("working_keys", "mac", "ksn")
-"""Roles whose fields belong to one message and are never echoed into its answer."""
+_KEY_ROLES = ("working_keys", "mac", "ksn", "qr_data")
+"""Roles whose fields belong to one message and are never echoed into its answer (a QR answer writes its own)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class HostCore:
         lmk: VariantLmk | None = None,
         preauth_hold: timedelta = timedelta(days=7),
         completion_tolerance_percent: int = 15,
+        wallets: WalletNetwork | None = None,
+        qr_settings: QrSettings = QrSettings(),
     ):
         """`hsm` is how PINs get checked: an HSM over TCP, or by default one in this process.
         `lmk` is the HSM's LMK (default: the published test LMK); the host keeps keys under it."""
@@ -139,6 +144,9 @@ class HostCore:
         self.completion_tolerance_percent = completion_tolerance_percent
         """How far above its pre-authorization a completion may go."""
         self._batch_close = BatchClose(self)
+        self.orders = OrderService(journal, wallets or WalletNetwork([], []), qr_settings, self._rng, self._rrn)
+        """The QR order service, shared with the HTTP API (acquirer/http_api.py)."""
+        self._qr = QrFront(self, self.orders)
         self._track_key_code = dialect.convention("sign_on_track_key_code")
         self._sign_on_codes = {SIGN_ON, dialect.convention("sign_on_code", SIGN_ON), self._track_key_code} - {None}
         """Network codes that sign on: ISO's 001, and the dialect's own (cup 003, and 004 with a track key).
@@ -312,7 +320,7 @@ class HostCore:
         response[37] = self._rrn(req.now)
         data = self._frame(response, req.envelope)
         txn = self._transaction(
-            req, card, pan_hash, _fingerprint(message, pan_hash), Outcome(code, "mac", problem), response, ctx, 0, None
+            req, card, pan_hash, fingerprint(message, pan_hash), Outcome(code, "mac", problem), response, ctx, 0, None
         )
         self.journal.record(Unit((self._entry_in(req, problem), self._entry_out(req, response, problem)), insert=txn, at=req.at))
         return Reply(data)
@@ -337,16 +345,19 @@ class HostCore:
         tid, stan = message[41], message[11]
         card = read_card(message)
         pan_hash = self.journal.pan_hash(card.pan) if card.pan else None
-        fingerprint = _fingerprint(message, pan_hash)
+        request_fingerprint = fingerprint(message, pan_hash)
         rule = self._rule_for(message, card)
         existing = self.journal.transaction(tid, stan, req.key_date)
         if existing is not None:
-            return self._repeat(req, existing, fingerprint, rule)
+            return self._repeat(req, existing, request_fingerprint, rule)
 
+        kind = self.dialect.transaction_of(message)
+        if kind is not None and kind.name in QR_KINDS:
+            return self._qr.handle(req, kind.name, rule)
         self._expire_holds(req)
         ctx = Context(message, req.now, req.business_date, self._services, card, rule,
                       session=self.journal.terminal(tid), pan_hash=pan_hash,
-                      kind=self.dialect.transaction_of(message), preauth_tolerance_percent=self.completion_tolerance_percent)
+                      kind=kind, preauth_tolerance_percent=self.completion_tolerance_percent)
         outcome = run(self._steps, ctx)
         response = self._response(message, _FINANCIAL_ECHO, outcome.code, req.now)
         response[37] = self._rrn(req.now)
@@ -359,7 +370,7 @@ class HostCore:
             if ctx.kind and ctx.kind.name == "balance" and ctx.account is not None:
                 response[54] = _balance_field(self.journal.balance(ctx.account.id) or 0, ctx.account.currency)
         data = self._frame(response, req.envelope)
-        txn = self._transaction(req, card, pan_hash, fingerprint, outcome, response, ctx, effects.posted, auth_code)
+        txn = self._transaction(req, card, pan_hash, request_fingerprint, outcome, response, ctx, effects.posted, auth_code)
         self.journal.record(Unit(
             (self._entry_in(req, None), self._entry_out(req, response, outcome.reason)), insert=txn,
             updates=effects.updates, postings=effects.postings, holds=effects.holds, pin_tries=ctx.pin_tries, at=req.at,
@@ -413,7 +424,7 @@ class HostCore:
 
     def _repeat(self, req: _Request, first: Transaction, fingerprint: str, rule: Rule | None) -> Reply:
         """A request whose key the host has seen: a retransmission, or a STAN reused (94)."""
-        if first.status in (APPROVED, DECLINED) and first.fingerprint == fingerprint and first.response_fields is not None:
+        if first.status in (APPROVED, DECLINED, PENDING, CLOSED) and first.fingerprint == fingerprint and first.response_fields is not None:
             response = Message(str(first.response_mti), {int(n): v for n, v in first.response_fields.items()})
             note = f"retransmission: first answer repeated (transaction {first.id})"
         else:
@@ -445,12 +456,19 @@ class HostCore:
         updates: tuple[Transaction, ...] = ()
         postings: tuple[Posting, ...] = ()
         holds: tuple[Hold, ...] = ()
+        orders: tuple[Order, ...] = ()
+        notifications: tuple[Notification, ...] = ()
         mismatch = _mismatch(message, original) if original is not None else None
         if mismatch is not None:
             note = f"does not reverse transaction {original.id} ({mismatch}): nothing reversed"
         elif original is None:
             insert = self._orphan(req, stan, key_date, response)
             note = "orphan reversal: original never seen"
+        elif original.kind in QR_REVERSIBLE and original.reversed_at is None and original.status != DECLINED:
+            change, note = self._qr.reverse(original, message, req)
+            if change is not None:
+                updates, postings = change.updates, change.postings
+                orders, notifications = change.orders, change.notifications
         elif original.reversed_at is None and original.status == APPROVED and (why := self._irreversible(original)):
             note = f"does not reverse transaction {original.id}: {why}"
         elif original.reversed_at is None and original.status in (APPROVED, DECLINED):
@@ -470,6 +488,7 @@ class HostCore:
         self.journal.record(Unit(
             (self._entry_in(req, note), self._entry_out(req, response)),
             insert=insert, updates=updates, postings=postings, holds=holds, at=req.at,
+            orders=orders, notifications=notifications,
         ))
         return _reply(data, rule)
 
@@ -517,7 +536,7 @@ class HostCore:
             pan_masked=mask_pan(card.pan) if card.pan else None, pan_hash=pan_hash, entry_mode=message.get(22),
             response_code="00", auth_code=None, rrn=None, status=ORPHAN_REVERSAL,
             decline_step=None, decline_reason=None, account_id=None, posted_amount=0,
-            fingerprint=_fingerprint(message, pan_hash), response_mti=response.mti,
+            fingerprint=fingerprint(message, pan_hash), response_mti=response.mti,
             response_fields={str(n): v for n, v in response.fields.items()},
             reversal_mti=message.mti, reversal_stan=message[11], reversal_reason=message.get(39),
             reversed_at=req.at, created_at=req.at, updated_at=req.at,
@@ -661,10 +680,13 @@ def build_host(
     rules = Rules.from_file(rules_file) if rules_file is not None else Rules.from_fixtures(fixtures_dir)
     settings = HostSettings.from_fixtures(fixtures_dir)
     journal = Journal(db_path, rng=rng, background_checkpoints=True)
+    wallets = WalletNetwork.from_fixtures(fixtures_dir)
     journal.seed_accounts(AccountBalance(a.id, a.currency, a.opening_balance) for a in issuer.accounts())
+    journal.seed_accounts(AccountBalance(w.journal_account_id, w.currency, w.opening_balance) for w in wallets.accounts())
     return HostCore(
         dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk,
         preauth_hold=settings.preauth_hold, completion_tolerance_percent=settings.completion_tolerance_percent,
+        wallets=wallets, qr_settings=settings.qr,
     )
 
 
@@ -686,12 +708,6 @@ def _mismatch(reversal: Message, original: Transaction) -> str | None:
     if code is not None and original.processing_code is not None and code != original.processing_code:
         return f"processing code {code} is not the original's {original.processing_code}"
     return None
-
-
-def _fingerprint(message: Message, pan_hash: str | None) -> str:
-    """What makes two requests with one key the same request: MTI class, processing code, amount, card."""
-    content = f"{message.mti[1]}|{message.get(3)}|{message.get(4)}|{pan_hash}"
-    return hashlib.sha256(content.encode()).hexdigest()[:32]
 
 
 @lru_cache(maxsize=4)

@@ -50,6 +50,10 @@ DECLINED = "declined"
 REVERSED = "reversed"
 ORPHAN_REVERSAL = "orphan_reversal"
 VOIDED = "voided"
+PENDING = "pending"
+"""A QR order or payment not settled either way yet: created, or waiting for the payer's password."""
+CLOSED = "closed"
+"""A QR order closed unpaid (expired, or closed by the terminal or partner): nothing moved."""
 HELD, RELEASED, COMPLETED, EXPIRED = "held", "released", "completed", "expired"
 
 _SCHEMA = """
@@ -152,6 +156,57 @@ CREATE TABLE IF NOT EXISTS terminals (
     mac_key        TEXT,
     data_key       TEXT
 );
+CREATE TABLE IF NOT EXISTS qr_orders (
+    order_no        TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    channel         TEXT,
+    merchant_id     TEXT NOT NULL,
+    terminal_id     TEXT,
+    partner_id      TEXT,
+    out_order_no    TEXT,
+    amount          INTEGER NOT NULL,
+    currency        TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    paid_amount     INTEGER NOT NULL DEFAULT 0,
+    refunded_amount INTEGER NOT NULL DEFAULT 0,
+    wallet_account  TEXT,
+    wallet_txn_id   TEXT UNIQUE,
+    payload         TEXT,
+    notify_url      TEXT,
+    description     TEXT,
+    request_hash    TEXT,
+    transaction_id  INTEGER,
+    created_at      TEXT NOT NULL,
+    expires_at      TEXT NOT NULL,
+    paid_at         TEXT,
+    closed_at       TEXT,
+    updated_at      TEXT NOT NULL,
+    UNIQUE (partner_id, out_order_no)
+);
+CREATE INDEX IF NOT EXISTS qr_orders_by_expiry ON qr_orders (status, expires_at);
+CREATE TABLE IF NOT EXISTS qr_refunds (
+    order_no       TEXT NOT NULL,
+    out_refund_no  TEXT NOT NULL,
+    amount         INTEGER NOT NULL,
+    currency       TEXT NOT NULL,
+    transaction_id INTEGER,
+    created_at     TEXT NOT NULL,
+    PRIMARY KEY (order_no, out_refund_no)
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    notify_id  TEXT PRIMARY KEY,
+    partner_id TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    event      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at);
 CREATE TABLE IF NOT EXISTS pin_tries (
     pan_hash      TEXT PRIMARY KEY,
     business_date TEXT NOT NULL,
@@ -213,6 +268,12 @@ class Transaction:
     """The transaction a void, refund, completion or pre-auth void refers to."""
     refunded_amount: int = 0
     """What refunds have given back of this transaction so far."""
+    channel: str | None = None
+    """How it was paid when not by card: the wallet network of a QR payment (wechat, alipay, unionpay)."""
+    wallet_txn_id: str | None = None
+    """The wallet network's own ID of a QR payment: what its clearing file names."""
+    order_no: str | None = None
+    """The QR order the row belongs to (qr_orders)."""
     id: int | None = None
 
 
@@ -221,7 +282,8 @@ _TXN_VALUES = operator.attrgetter(*_TXN_COLUMNS)
 _RESPONSE_FIELDS_AT = _TXN_COLUMNS.index("response_fields")
 _INSERT_TXN = f"INSERT INTO transactions ({', '.join(_TXN_COLUMNS)}) VALUES ({', '.join('?' * len(_TXN_COLUMNS))})"
 _UPDATABLE = ("status", "response_code", "decline_step", "decline_reason", "posted_amount",
-              "reversal_mti", "reversal_stan", "reversal_reason", "reversed_at", "updated_at", "refunded_amount")
+              "reversal_mti", "reversal_stan", "reversal_reason", "reversed_at", "updated_at", "refunded_amount",
+              "account_id", "channel", "wallet_txn_id", "order_no")
 _UPDATE_TXN = f"UPDATE transactions SET {', '.join(f'{c} = ?' for c in _UPDATABLE)} WHERE id = ?"
 _UPDATE_VALUES = operator.attrgetter(*_UPDATABLE, "id")
 _SELECT_TXN = "SELECT * FROM transactions WHERE terminal_id = ? AND stan = ? AND key_date = ?"
@@ -331,6 +393,81 @@ class UploadedRecord:
 
 
 @dataclass(frozen=True)
+class Order:
+    """A QR order: a merchant-presented code to be paid (dynamic or static) or a scanned payment code (cpm).
+
+    Its money moves on the transactions row `transaction_id`; this row holds what
+    the terminal, the partner and the wallet ask about it (docs/qr.md).
+    """
+
+    order_no: str
+    kind: str
+    """mpm_dynamic, mpm_static or cpm."""
+    channel: str | None
+    merchant_id: str
+    terminal_id: str | None
+    partner_id: str | None
+    out_order_no: str | None
+    amount: int
+    currency: str
+    status: str
+    """created, paying, paid, closed, refunded or reversed."""
+    paid_amount: int
+    refunded_amount: int
+    wallet_account: str | None
+    wallet_txn_id: str | None
+    payload: str | None
+    notify_url: str | None
+    description: str | None
+    request_hash: str | None
+    """Of the partner's create request: the same out_order_no with other content is refused."""
+    transaction_id: int | None
+    created_at: str
+    expires_at: str
+    paid_at: str | None
+    closed_at: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class QrRefund:
+    order_no: str
+    out_refund_no: str
+    amount: int
+    currency: str
+    transaction_id: int | None
+    """The refund's own transactions row; None in a Unit that inserts it."""
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A signed callback owed to a partner, retried with back-off until acknowledged (state pending, delivered, failed)."""
+
+    notify_id: str
+    partner_id: str
+    url: str
+    event: str
+    body: str
+    attempts: int
+    next_at: str
+    state: str
+    last_error: str | None
+    created_at: str
+    updated_at: str
+
+
+_ORDER_COLUMNS = tuple(f.name for f in dataclasses.fields(Order))
+_ORDER_VALUES = operator.attrgetter(*_ORDER_COLUMNS)
+_UPSERT_ORDER = f"INSERT OR REPLACE INTO qr_orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' * len(_ORDER_COLUMNS))})"
+_INSERT_REFUND = "INSERT INTO qr_refunds VALUES (?, ?, ?, ?, ?, ?)"
+_NOTIFICATION_COLUMNS = tuple(f.name for f in dataclasses.fields(Notification))
+_NOTIFICATION_VALUES = operator.attrgetter(*_NOTIFICATION_COLUMNS)
+_UPSERT_NOTIFICATION = (f"INSERT OR REPLACE INTO notifications ({', '.join(_NOTIFICATION_COLUMNS)})"
+                        f" VALUES ({', '.join('?' * len(_NOTIFICATION_COLUMNS))})")
+
+
+@dataclass(frozen=True)
 class Unit:
     """Everything one request changes, committed together or not at all."""
 
@@ -343,6 +480,10 @@ class Unit:
     holds: tuple[Hold, ...] = ()
     closed_batch: ClosedBatch | None = None
     uploads: tuple[UploadedRecord, ...] = ()
+    orders: tuple[Order, ...] = ()
+    """QR orders written whole (insert or replace); one whose transaction_id is None takes the inserted row's id."""
+    refunds: tuple[QrRefund, ...] = ()
+    notifications: tuple[Notification, ...] = ()
     at: str = ""
 
 
@@ -412,7 +553,8 @@ class Journal:
                 self._db.execute("DROP TABLE transactions_before_voids")
         present = {row[1] for row in self._db.execute("PRAGMA table_info(transactions)")}
         for column, kind in (("kind", "TEXT"), ("batch_number", "TEXT"), ("original_id", "INTEGER"),
-                             ("refunded_amount", "INTEGER NOT NULL DEFAULT 0")):
+                             ("refunded_amount", "INTEGER NOT NULL DEFAULT 0"), ("channel", "TEXT"),
+                             ("wallet_txn_id", "TEXT"), ("order_no", "TEXT")):
             if column not in present:
                 self._db.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS transactions_by_rrn ON transactions (rrn)")
@@ -514,6 +656,16 @@ class Journal:
                     b.terminal_id, b.batch_number, b.business_date, b.closed_at, int(b.balanced),
                     _JSON.encode(b.terminal_totals), _JSON.encode(b.host_totals), b.close_stan,
                 ))
+            for order in unit.orders:
+                if order.transaction_id is None and inserted is not None:
+                    order = dataclasses.replace(order, transaction_id=inserted)
+                db.execute(_UPSERT_ORDER, _ORDER_VALUES(order))
+            for refund in unit.refunds:
+                db.execute(_INSERT_REFUND, (refund.order_no, refund.out_refund_no, refund.amount, refund.currency,
+                                            refund.transaction_id if refund.transaction_id is not None else inserted,
+                                            refund.created_at))
+            for n in unit.notifications:
+                db.execute(_UPSERT_NOTIFICATION, _NOTIFICATION_VALUES(n))
             for r in unit.uploads:
                 db.execute("INSERT OR IGNORE INTO batch_uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (r.terminal_id, r.batch_number, r.stan, r.masked_pan, r.amount, r.card_org, r.at))
@@ -634,6 +786,47 @@ class Journal:
                          json.loads(r["fields"]), r["response_code"], r["note"])
             for r in rows
         ]
+
+    # ---- QR orders ----
+
+    def order(self, order_no: str) -> Order | None:
+        row = self._db.execute("SELECT * FROM qr_orders WHERE order_no = ?", (order_no,)).fetchone()
+        return Order(**dict(row)) if row is not None else None
+
+    def partner_order(self, partner_id: str, out_order_no: str) -> Order | None:
+        row = self._db.execute(
+            "SELECT * FROM qr_orders WHERE partner_id = ? AND out_order_no = ?", (partner_id, out_order_no)
+        ).fetchone()
+        return Order(**dict(row)) if row is not None else None
+
+    def order_by_wallet_txn(self, wallet_txn_id: str) -> Order | None:
+        row = self._db.execute("SELECT * FROM qr_orders WHERE wallet_txn_id = ?", (wallet_txn_id,)).fetchone()
+        return Order(**dict(row)) if row is not None else None
+
+    def orders_due(self, now: str) -> list[Order]:
+        """Orders still open (created, or paying) whose time is up."""
+        rows = self._db.execute(
+            "SELECT * FROM qr_orders WHERE status IN ('created', 'paying') AND expires_at <= ? ORDER BY expires_at", (now,)
+        )
+        return [Order(**dict(r)) for r in rows]
+
+    def orders(self) -> list[Order]:
+        return [Order(**dict(r)) for r in self._db.execute("SELECT * FROM qr_orders ORDER BY created_at, order_no")]
+
+    def refund(self, order_no: str, out_refund_no: str) -> QrRefund | None:
+        row = self._db.execute(
+            "SELECT * FROM qr_refunds WHERE order_no = ? AND out_refund_no = ?", (order_no, out_refund_no)
+        ).fetchone()
+        return QrRefund(**dict(row)) if row is not None else None
+
+    def notifications_due(self, now: str, limit: int = 100) -> list[Notification]:
+        rows = self._db.execute(
+            "SELECT * FROM notifications WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?", (now, limit)
+        )
+        return [Notification(**dict(r)) for r in rows]
+
+    def notifications(self) -> list[Notification]:
+        return [Notification(**dict(r)) for r in self._db.execute("SELECT * FROM notifications ORDER BY created_at")]
 
     def _transaction(self) -> _Atomic | _BatchWrite:
         return _Atomic(self._db) if self._batch is None else _BatchWrite(self._batch, self._db)

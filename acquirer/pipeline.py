@@ -9,6 +9,7 @@ never contain card data: they end up in the journal.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 from pathlib import Path
@@ -391,6 +392,12 @@ def run(steps: Sequence[Step], ctx: Context) -> Outcome:
         if decline is not None:
             return Outcome(decline.code, step.__name__, decline.reason)
     return Outcome("00")
+
+
+def fingerprint(message: Message, pan_hash: str | None) -> str:
+    """What makes two requests with one key the same request: MTI class, processing code, amount, card."""
+    content = f"{message.mti[1]}|{message.get(3)}|{message.get(4)}|{pan_hash}"
+    return hashlib.sha256(content.encode()).hexdigest()[:32]
 
 
 def log_fault(where: str, exc: BaseException) -> None:

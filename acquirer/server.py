@@ -27,6 +27,9 @@ from possim.wire.server_thread import ServerThread
 from possim.wire.trace import TraceFile
 
 from .core import HostCore, Reply
+from .http_api import HttpFront, OrderApi
+from .order_timers import OrderTimers
+from .partners import Partners
 
 log = logging.getLogger("possim.host")
 
@@ -54,9 +57,16 @@ class HostServer:
             await server.stop()
     """
 
-    def __init__(self, core: HostCore, trace: str | Path | None = None, partial_frame_timeout: float = PARTIAL_FRAME_TIMEOUT):
+    def __init__(self, core: HostCore, trace: str | Path | None = None, partial_frame_timeout: float = PARTIAL_FRAME_TIMEOUT,
+                 http: tuple[str, int] | None = None, partners: Partners | None = None):
+        """`http`: also serve the order API (acquirer/http_api.py) there; `partners` may call it."""
         self.core = core
         self.partial_frame_timeout = partial_frame_timeout
+        self._partners = partners or Partners([])
+        self._http_at = http
+        self._http: HttpFront | None = None
+        self._timers: OrderTimers | None = None
+        self.http_address: tuple[str, int] | None = None
         self._trace_path = Path(trace) if trace is not None else None
         self._trace: TraceFile | None = None
         self._server: asyncio.Server | None = None
@@ -76,6 +86,11 @@ class HostServer:
         bound = self._server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         log.info("host listening on %s:%d (%s)", *self.address, self.core.dialect.name)
+        self._timers = OrderTimers(self.core, self._partners)
+        self._timers.start()
+        if self._http_at is not None:
+            self._http = HttpFront(OrderApi(self.core, self._partners))
+            self.http_address = await self._http.start(*self._http_at)
         return self.address
 
     async def serve_forever(self) -> None:
@@ -85,6 +100,12 @@ class HostServer:
         """Stop listening, drop every connection and cancel answers still waiting out a delay."""
         if self._server is not None:
             self._server.close()
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if self._timers is not None:
+            await self._timers.stop()
+            self._timers = None
         if self._turn is not None:
             self._turn.cancel()
             self._turn = None
@@ -296,6 +317,12 @@ class HostThread(ServerThread):
     journal) belong to that thread while it runs.
     """
 
-    def __init__(self, core: HostCore, trace: str | Path | None = None, partial_frame_timeout: float = PARTIAL_FRAME_TIMEOUT):
-        super().__init__(lambda: HostServer(core, trace, partial_frame_timeout), "possim-host")
+    def __init__(self, core: HostCore, trace: str | Path | None = None, partial_frame_timeout: float = PARTIAL_FRAME_TIMEOUT,
+                 http: tuple[str, int] | None = None, partners: Partners | None = None):
+        super().__init__(lambda: HostServer(core, trace, partial_frame_timeout, http, partners), "possim-host")
         self.core = core
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        server = self._server
+        return server.http_address if isinstance(server, HostServer) else None

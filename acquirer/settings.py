@@ -1,8 +1,8 @@
-"""The host's own settings, from `host.yaml`: how long pre-authorizations hold, how far completions stretch."""
+"""The host's own settings, from `host.yaml`: pre-authorization holds, and the QR order service's timers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,24 +13,62 @@ SETTINGS_FILE = "host.yaml"
 
 
 @dataclass(frozen=True)
+class QrSettings:
+    order_expiry: timedelta = timedelta(seconds=300)
+    """How long an unpaid merchant-presented order stays payable, unless its creator says otherwise."""
+    paying_timeout: timedelta = timedelta(seconds=60)
+    """How long a scanned payment code may wait for the payer's password before the host cancels it."""
+    notify_backoff: tuple[int, ...] = (5, 15, 30, 60, 300, 600, 3600)
+    """Seconds between notification attempts; the last value repeats."""
+    notify_max_attempts: int = 24
+    notify_timeout: float = 5.0
+
+    def notify_delay(self, attempts: int) -> timedelta:
+        """The wait after the `attempts`-th failed attempt (1-based)."""
+        return timedelta(seconds=self.notify_backoff[min(attempts, len(self.notify_backoff)) - 1])
+
+
+@dataclass(frozen=True)
 class HostSettings:
     preauth_hold: timedelta = timedelta(days=7)
     completion_tolerance_percent: int = 15
+    qr: QrSettings = field(default_factory=QrSettings)
 
     @classmethod
     def from_fixtures(cls, folder: str | Path | None = None) -> HostSettings:
         source = fixture_path(SETTINGS_FILE, folder)
-        preauth = load_fixture(SETTINGS_FILE, folder).get("preauth") or {}
-        if not isinstance(preauth, dict):
-            raise FixtureError(f"{source}: `preauth` must be a mapping (hold_days, completion_tolerance_percent)")
+        data = load_fixture(SETTINGS_FILE, folder)
+        preauth = _section(data, "preauth", source)
+        qr = _section(data, "qr", source)
+        backoff = qr.get("notify_backoff_seconds", list(QrSettings.notify_backoff))
+        if not isinstance(backoff, list) or not backoff or not all(_is_whole(v) and v > 0 for v in backoff):
+            raise FixtureError(f"{source}: qr.notify_backoff_seconds must be a list of whole seconds > 0")
         return cls(
-            timedelta(days=_whole(preauth, "hold_days", 7, source)),
-            _whole(preauth, "completion_tolerance_percent", 15, source),
+            timedelta(days=_whole(preauth, "preauth.hold_days", 7, source)),
+            _whole(preauth, "preauth.completion_tolerance_percent", 15, source),
+            QrSettings(
+                order_expiry=timedelta(seconds=_whole(qr, "qr.order_expiry_seconds", 300, source, least=1)),
+                paying_timeout=timedelta(seconds=_whole(qr, "qr.paying_timeout_seconds", 60, source, least=1)),
+                notify_backoff=tuple(backoff),
+                notify_max_attempts=_whole(qr, "qr.notify_max_attempts", 24, source, least=1),
+                notify_timeout=float(_whole(qr, "qr.notify_timeout_seconds", 5, source, least=1)),
+            ),
         )
 
 
-def _whole(entry: dict[str, Any], key: str, default: int, source: Path) -> int:
-    value = entry.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise FixtureError(f"{source}: preauth.{key} must be a whole number ≥ 0, got {value!r}")
+def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
+    section = data.get(name) or {}
+    if not isinstance(section, dict):
+        raise FixtureError(f"{source}: `{name}` must be a mapping")
+    return section
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole(entry: dict[str, Any], key: str, default: int, source: Path, least: int = 0) -> int:
+    value = entry.get(key.split(".")[-1], default)
+    if not _is_whole(value) or value < least:
+        raise FixtureError(f"{source}: {key} must be a whole number ≥ {least}, got {value!r}")
     return value

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TextIO
 
 from .codec import Codec, CodecError
+from .masking import mask_pan
 from .message import Message
+from .qr_data import masked as masked_qr_data
 from .tlv import TlvError, parse
 
 PAN_FIELDS = {2, 34}
@@ -24,13 +26,8 @@ ICC_FIELD = 55
 _ICC_PAN_TAGS = {"5A"}
 _ICC_HIDDEN_TAGS = {"57", "56", "9F6B", "9F1F", "9F20", "5F20", "9F0B", "99"}
 """Track 2 equivalent, track 1/2 data, discretionary data, cardholder name (and its extension), PIN data."""
-
-
-def mask_pan(pan: str) -> str:
-    """First 6 and last 4 digits, the rest as '*' (short numbers show at most their last 4)."""
-    if len(pan) <= 10:
-        return "*" * max(len(pan) - 4, 0) + pan[-4:] if len(pan) > 4 else "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+QR_DATA_FIELDS = {57, 59}
+"""Where the built-in dialects carry QR data (their `qr_data` role): a scanned payment code in it is masked."""
 
 
 def redact_value(number: int, value: str) -> str:
@@ -40,6 +37,8 @@ def redact_value(number: int, value: str) -> str:
         return f"[redacted {len(value)}]"
     if number == ICC_FIELD:
         return _redact_icc(value)
+    if number in QR_DATA_FIELDS:
+        return masked_qr_data(value)
     return value
 
 
@@ -70,7 +69,7 @@ def _redact_tlv(data: bytes) -> str:
 
 
 def _sensitive(key: str) -> bool:
-    return key.isdigit() and (int(key) in PAN_FIELDS | HIDDEN_FIELDS or int(key) == ICC_FIELD)
+    return key.isdigit() and (int(key) in PAN_FIELDS | HIDDEN_FIELDS | QR_DATA_FIELDS or int(key) == ICC_FIELD)
 
 
 def hex_dump(data: bytes, hidden: list[tuple[int, int]]) -> list[str]:
