@@ -4,18 +4,19 @@ Symbol rules followed (EMVCo QR specs, MPM §3.1 "QR Code Conventions"):
 
 - ISO/IEC 18004 QR Code, Byte mode for the whole payload: EMVCo says the
   payload "shall" be Byte mode, no mixing of numeric/alphanumeric segments
-  (quoted in github.com/zxing/zxing issue #1100). qrcode's add_data would
-  split a payload into its most compact modes, so one Byte-mode segment
-  is built explicitly.
+  (quoted in github.com/zxing/zxing issue #1100). A QR library left to
+  itself splits a payload into its most compact modes, so Byte mode is
+  asked for explicitly.
 - Error correction level M: at least the level EMVCo asks for; the public
   EMV MPM generator at dynamsoft.com/codepool/demos/emv-qr-generator renders
   at M too.
 - Quiet zone of 4 modules (ISO/IEC 18004:2015 §6.3.8); a smaller border is refused.
 - The payload's bytes are its UTF-8 encoding (EMV MPM uses UTF-8 for the
-  merchant information language template). qrcode 8.2 cannot write an ECI
-  designator (it knows numeric, alphanumeric and byte modes only), so the
-  symbol carries UTF-8 bytes without ECI 26; readers, zxing-cpp among them,
-  are given the bytes and `read_qr_png` decodes them as UTF-8.
+  merchant information language template), and a payload that is not
+  plain ASCII is preceded by the ECI designator 26 (UTF-8), so a reader
+  need not guess the charset. qrcode 8.2 cannot write an ECI designator (it
+  knows numeric, alphanumeric and byte modes only), so symbols are made with
+  segno, which can; ASCII payloads carry no ECI, as EMVCo's examples do not.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import io
 import unicodedata
 from pathlib import Path
 
-import qrcode
+import segno
 import zxingcpp
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
-from qrcode.util import MODE_8BIT_BYTE, QRData
 
 QUIET_ZONE = 4
 """Modules of light margin ISO/IEC 18004 requires around a QR symbol."""
-ERROR_CORRECTION = qrcode.constants.ERROR_CORRECT_M
+ERROR_CORRECTION = "m"
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
 PREFERRED_FONTS = ("NotoSansCJK", "NotoSansSC", "NotoSansThai", "DejaVuSans.ttf", "DejaVuSans-Bold.ttf")
 """Font file names tried first for terminal screens: wide coverage, then a common Latin face."""
@@ -115,10 +115,9 @@ def read_qr_png(png: bytes) -> str:
 
 def _matrix(payload: str, border: int) -> list[list[bool]]:
     """Modules (True = dark) of the payload as one Byte-mode segment at level M, quiet zone included."""
-    code = qrcode.QRCode(error_correction=ERROR_CORRECTION, border=border)
-    code.add_data(QRData(payload.encode("utf-8"), mode=MODE_8BIT_BYTE))
-    code.make(fit=True)
-    return code.get_matrix()
+    code = segno.make_qr(payload, error=ERROR_CORRECTION, mode="byte", encoding="utf-8", eci=not payload.isascii(),
+                         boost_error=False)
+    return [[bool(module) for module in row] for row in code.matrix_iter(scale=1, border=border)]
 
 
 def _symbol_image(payload: str, box_size: int, border: int) -> Image.Image:
