@@ -277,6 +277,7 @@ def serial_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @host.command("run")
 @click.option("--listen", help="TCP address to listen on (port 0: any free port); default 127.0.0.1:8583 unless --serial alone is given.")
+@click.option("--http", "http", help="Also serve the QR order API and the wallet network's entry on this address (docs/openapi.yaml).")
 @click.option("--serial", "serial_ports", multiple=True, help="Also (or only) answer a terminal on this serial port or pyserial URL; repeatable.")
 @serial_options
 @dialect_option
@@ -289,7 +290,7 @@ def serial_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, exists=True), help="Scenario rules YAML instead of the fixtures' host_rules.yaml; reloaded when it changes.")
 @json_option
 def host_run(
-    listen: str | None, serial_ports: tuple[str, ...], baud: int | None, link_profile: str, dialect: str, db: str,
+    listen: str | None, http: str | None, serial_ports: tuple[str, ...], baud: int | None, link_profile: str, dialect: str, db: str,
     fixtures_dir: str | None, trace: str | None, log_level: str, hsm_address: str | None, lmk_path: str | None,
     rules_file: str | None, as_json: bool,
 ) -> None:
@@ -311,6 +312,9 @@ def host_run(
         listen = "127.0.0.1:8583"
     if listen is not None:
         _address(listen, "--listen")  # a bad address fails before the journal is opened
+    if http is not None and listen is None:
+        raise click.UsageError("--http serves beside the TCP front: give --listen too")
+    http_at = _address(http, "--http") if http is not None else None
     profile = load_link_profile(link_profile) if serial_ports else None
     _parent_exists(db, "--db")
     _parent_exists(trace, "--trace")
@@ -331,15 +335,21 @@ def host_run(
         loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]
         serial_trace = TraceFile(trace, core.codec, core.clock) if trace and serial_ports else None
         serials = [SerialHostServer(core, port, profile, baud, serial_trace) for port in serial_ports]  # type: ignore[arg-type]
-        fronts = _Fronts(HostServer(core, trace=trace) if listen is not None else None, serials)
+        from possim.acquirer.partners import Partners
+
+        partners = Partners.from_fixtures(fixtures_dir) if http_at else None
+        tcp = HostServer(core, trace=trace, http=http_at, partners=partners) if listen is not None else None
+        fronts = _Fronts(tcp, serials)
         try:
             await _serve_until_stopped(
                 fronts, listen, as_json,
-                lambda bound: {"listening": bound, "serial": list(serial_ports),
+                lambda bound: {"listening": bound, "http": _joined(tcp.http_address if tcp else None),
+                               "serial": list(serial_ports),
                                "link_profile": profile.name if profile else None, "dialect": core.dialect.name,
                                "db": str(Path(db).resolve()), "event_loop": loop_kind, "hsm": hsm_address or "built-in"},
                 lambda r: "possim host listening on "
-                          + ", ".join(filter(None, [r["listening"], *(f"serial {p}" for p in r["serial"])]))
+                          + ", ".join(filter(None, [r["listening"], r["http"] and f"http://{r['http']}",
+                                                    *(f"serial {p}" for p in r["serial"])]))
                           + f" ({r['dialect']}), journal {r['db']}",
             )
         finally:
@@ -352,6 +362,10 @@ def host_run(
             runner.run(serve())
     finally:
         core.close()
+
+
+def _joined(address: tuple[str, int] | None) -> str | None:
+    return f"{address[0]}:{address[1]}" if address else None
 
 
 def _external_hsm(address: str, lmk: Any) -> Any:
@@ -655,6 +669,175 @@ def pos_reverse(**options: Any) -> None:
     _run_terminal(options, lambda terminal: terminal.reverse())
 
 
+def qr_wait_options(default_wait: float, what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--wait and --poll of the QR commands that can see a payment through (terminal/qr_flows.py)."""
+
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--poll", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+                               help="Seconds between two queries while waiting.")(command)
+        return click.option("--wait", type=click.FloatRange(min=0), default=default_wait, show_default=True,
+                            help=what)(command)
+
+    return add
+
+
+@pos.command("qr-order")
+@click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the code to show the payer as a PNG image.")
+@click.option("--screen", is_flag=True, help="With --png: a terminal-screen image, amount and merchant name under the code.")
+@qr_wait_options(0, "Seconds to wait for a wallet to pay: queries, then closes the order (reversed if the close "
+                    "gets no answer). 0: return once the order is made.")
+@pos_options
+def pos_qr_order(amount: str, png_path: str | None, screen: bool, wait: float, poll: float, **options: Any) -> None:
+    """Make a merchant-presented QR order: prints the code for the payer to scan (and writes it with --png).
+
+    The order joins the batch once a query or close says a wallet paid it.
+    With --wait the terminal sees it through: paid, or closed at the deadline.
+    """
+    from possim.terminal.qr_flows import collect
+    from possim.wire.money import currency, format_major
+    from possim.wire.qr_image import qr_png, terminal_screen_png
+
+    if screen and not png_path:
+        raise click.UsageError("--screen needs --png FILE")
+    _parent_exists(png_path, "--png")
+    as_json, fixtures_dir = options["as_json"], options["fixtures_dir"]
+
+    async def act(terminal: Any) -> Any:
+        order = await terminal.qr_order(_minor(terminal, amount))
+        extras: dict[str, Any] = {"png": None}
+        if order.payload is not None:
+            if png_path:
+                cur = currency(terminal.profile.currency)
+                image = terminal_screen_png(
+                    order.payload, amount=f"{format_major(order.amount, cur)} {cur.alpha}",
+                    merchant=_merchant_name(terminal.profile, fixtures_dir),
+                ) if screen else qr_png(order.payload)
+                Path(png_path).write_bytes(image)
+                extras["png"] = str(Path(png_path).resolve())
+            if not as_json:
+                click.echo(_render_qr_code(order.payload, extras["png"]))
+        final = order
+        if wait > 0 and order.order_no is not None and order.response_code == "00":
+            final = await collect(terminal, order, wait, poll, progress=_qr_progress)
+        return _Shown(final, extras)
+
+    _run_terminal(options, act, render=_render_qr_result)
+
+
+@pos.command("qr-scan")
+@click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
+@click.option("--code", help="The code the payer shows: a wallet payment code (digits) or an EMV consumer-presented code (base64).")
+@click.option("--image", "image_path", type=click.Path(dir_okay=False, exists=True), help="A PNG of the code the payer shows, read as the scanner would.")
+@qr_wait_options(30, "When the wallet waits for the payer's password (09): seconds to wait for the payment "
+                     "before cancelling it (0: return at once).")
+@pos_options
+def pos_qr_scan(amount: str, code: str | None, image_path: str | None, wait: float, poll: float, **options: Any) -> None:
+    """Take a payment from a code the payer shows: a wallet payment code is a QR sale (00 paid, 09 waiting for
+    the payer's password), an EMV consumer-presented code is a card sale."""
+    from possim.terminal.qr_flows import settle_scan
+    from possim.wire.qr_image import read_qr_png
+
+    if (code is None) == (image_path is None):
+        raise click.UsageError("give the scanned code with exactly one of --code CODE and --image PNG")
+    if image_path is not None:
+        try:
+            code = read_qr_png(Path(image_path).read_bytes())
+        except OSError as exc:
+            raise CommandError(f"{image_path}: {_one_line(exc)}") from None
+        except ValueError as exc:
+            raise CommandError(f"{image_path}: {exc}") from None
+    scanned = code or ""
+
+    async def act(terminal: Any) -> Any:
+        result = await terminal.qr_scan(scanned, _minor(terminal, amount))
+        if wait > 0:
+            result = await settle_scan(terminal, result, wait, poll, progress=_qr_progress)
+        return result
+
+    _run_terminal(options, act, render=_render_qr_result)
+
+
+def order_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--order", "order_no", required=True, help="The order number (a qr-order or qr-scan result shows it).")(command)
+
+
+@pos.command("qr-query")
+@order_option
+@pos_options
+def pos_qr_query(order_no: str, **options: Any) -> None:
+    """Ask the state of a QR order; a payment learned here joins the batch."""
+    _run_terminal(options, lambda terminal: terminal.qr_query(order_no), render=_render_qr_result)
+
+
+@pos.command("qr-close")
+@order_option
+@pos_options
+def pos_qr_close(order_no: str, **options: Any) -> None:
+    """Close an unpaid QR order; when a wallet paid it first, the answer says paid and it joins the batch."""
+    _run_terminal(options, lambda terminal: terminal.qr_close(order_no), render=_render_qr_result)
+
+
+@pos.command("qr-refund")
+@order_option
+@click.option("--amount", required=True, help="Amount to give back, in major units.")
+@pos_options
+def pos_qr_refund(order_no: str, amount: str, **options: Any) -> None:
+    """Give back (part of) a paid QR order: an advice, repeated until answered (13: more than remains)."""
+    _run_terminal(options, lambda t: t.qr_refund(order_no, _minor(t, amount)), render=_render_qr_result)
+
+
+class _Shown:
+    """A result and what the command adds to its JSON (the PNG written)."""
+
+    def __init__(self, result: Any, extras: dict[str, Any]):
+        self.result = result
+        self.extras = extras
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.result.to_json(), **self.extras}
+
+
+def _qr_progress(result: Any) -> None:
+    """One line on stderr per step while a QR payment is seen through."""
+    what = f"order {result.order_no} {result.status}" if result.status else result.message
+    click.echo(f"possim: {result.operation}: {what}", err=True)
+
+
+def _render_qr_code(payload: str, png: str | None) -> str:
+    """The code for the payer to scan, as text for a terminal window, then its payload (and where its PNG went)."""
+    from possim.wire.qr_image import qr_text
+
+    return f"{qr_text(payload)}\n{payload}" + (f"\nwritten to {png}" if png else "")
+
+
+def _render_qr_result(r: dict[str, Any]) -> str:
+    """A QR result leads with the order and its state; a scanned card's sale reads as any sale."""
+    if r.get("order_no") is None:
+        return _render_result(r)
+    amount = _amount_text(r)
+    code = r["response_code"]
+    if code is None:
+        head = f"NO ANSWER {r['operation']}{amount}: {r['message']}"
+    elif code in ("00", "09") and r.get("status"):
+        head = f"ORDER {r['order_no']} {r['status'].upper()} — {r['operation']}{amount}"
+        if code == "09":
+            head += f" ({code}: {r['message']})"
+    else:
+        head = f"DECLINED {code} {r['message']} — {r['operation']}{amount}"
+    parts = [f"tid {r['tid']}", f"stan {r['stan']}", f"order {r['order_no']}"]
+    parts += [f"{k.replace('_', ' ')} {r[k]}" for k in ("rrn", "channel", "wallet_txn_id") if r.get(k)]
+    if r.get("refunded") is not None and r.get("currency"):
+        parts.append(f"refunded {_money({r['currency']: r['refunded']})}")
+    if r.get("payload") and r.get("expires_at"):
+        parts.append(f"payable until {r['expires_at']}")
+    lines = [head, "  " + ", ".join(parts)]
+    for key in ("prior_reversal", "reversal"):
+        if r.get(key) and r[key]["message"] not in head:
+            lines.append(f"  {key.replace('_', ' ')}: {r[key]['message']}")
+    return "\n".join(lines)
+
+
 @pos.command("status")
 @click.option("--tid", help="Terminal ID from terminals.yaml (default: the first one).")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), help="Terminal state file (default: one per TID under the user data folder).")
@@ -678,6 +861,7 @@ def pos_status(tid: str | None, state_path: str | None, fixtures_dir: str | None
 
 def _status(profile: Any, state: Any, path: Path) -> dict[str, Any]:
     from possim.terminal.batch import batch_totals
+    from possim.terminal.messages import OPEN_ORDER
 
     batch = state.open_batch()
     owed = state.pending_reversal()
@@ -696,10 +880,16 @@ def _status(profile: Any, state: Any, path: Path) -> dict[str, Any]:
             "credit_count": totals.credit_count, "credit_amount": totals.credit_amount,
             "transactions": [
                 {"kind": e.kind, "stan": e.stan, "rrn": e.rrn, "auth_code": e.auth_code, "amount": e.amount,
-                 "currency": e.currency, "masked_pan": e.masked_pan, "time": e.time.isoformat(), "voided": e.voided}
+                 "currency": e.currency, "masked_pan": e.masked_pan, "time": e.time.isoformat(), "voided": e.voided,
+                 "order_no": e.order_no}
                 for e in batch
             ],
         },
+        "open_qr_orders": [
+            {"order_no": o.order_no, "kind": o.kind, "stan": o.stan, "amount": o.amount, "currency": o.currency,
+             "status": o.status}
+            for o in state.qr_orders(OPEN_ORDER)
+        ],
         "pending_reversal": None if owed is None else {
             "original_stan": owed.original_stan, "reason": owed.reason, "attempts": owed.attempts,
             "amount": int(owed.original[4]) if 4 in owed.original else None, "masked_pan": owed.masked_pan,
@@ -723,8 +913,11 @@ def _render_status(r: dict[str, Any]) -> str:
         f"  open batch: {batch['count']} entries; debits {batch['debit_count']} {_money({cur: batch['debit_amount']})},"
         f" credits {batch['credit_count']} {_money({cur: batch['credit_amount']})}",
     ]
-    lines += [f"    {t['kind']:<16} STAN {t['stan']} rrn {t['rrn']} {_money({t['currency']: t['amount']})} {t['masked_pan']}"
-              + (" (voided)" if t["voided"] else "") for t in batch["transactions"]]
+    lines += [f"    {t['kind']:<16} STAN {t['stan']} rrn {t['rrn']} {_money({t['currency']: t['amount']})} "
+              + (t["masked_pan"] or f"order {t['order_no']}") + (" (voided)" if t["voided"] else "")
+              for t in batch["transactions"]]
+    lines += [f"  QR order {o['order_no']} {o['status']}: {o['kind']} STAN {o['stan']} {_money({o['currency']: o['amount']})}"
+              for o in r["open_qr_orders"]]
     lines.append(
         "  reversal owed: none" if owed is None
         else f"  reversal owed: STAN {owed['original_stan']} (reason {owed['reason']}, {owed['attempts']} attempts so far)"
@@ -802,11 +995,9 @@ def _write_receipt(path: str, profile: Any, fixtures_dir: str | None, result: An
     """Customer and merchant copies of a transaction (in the batch it joined), or the settlement slip of a batch close."""
     from datetime import datetime
 
-    from possim.fixtures import load_fixture
     from possim.terminal import receipt as receipts
 
-    merchants = load_fixture("merchants.yaml", fixtures_dir).get("merchants") or []
-    name = next((str(m.get("name", "")) for m in merchants if str(m.get("id")) == profile.mid), profile.mid)
+    name = _merchant_name(profile, fixtures_dir)
     now = datetime.now()
     if hasattr(result, "totals"):
         combined = result.totals.combined
@@ -817,6 +1008,14 @@ def _write_receipt(path: str, profile: Any, fixtures_dir: str | None, result: An
                           receipts.merchant_receipt(result, name, profile.mid, now, batch_number)))
     with open(path, "a", encoding="utf-8") as file:
         file.write(text + "\n\n")
+
+
+def _merchant_name(profile: Any, fixtures_dir: str | None) -> str:
+    """The name of the terminal's merchant in merchants.yaml, its ID when it has none."""
+    from possim.fixtures import load_fixture
+
+    merchants = load_fixture("merchants.yaml", fixtures_dir).get("merchants") or []
+    return next((str(m.get("name", "")) for m in merchants if str(m.get("id")) == profile.mid), profile.mid)
 
 
 def _render_close(r: dict[str, Any]) -> str:
@@ -841,13 +1040,18 @@ def _advices_left(r: dict[str, Any]) -> bool:
     return bool(r["remaining"])
 
 
-def _render_result(r: dict[str, Any]) -> str:
+def _amount_text(r: dict[str, Any]) -> str:
+    """The amount with its currency (" 12.50 CNY"); empty when the result has none."""
     from possim.wire.money import currency, format_major
 
-    amount = ""
-    if r.get("amount") is not None and r.get("currency"):
-        cur = currency(r["currency"])
-        amount = f" {format_major(r['amount'], cur)} {cur.alpha}"
+    if r.get("amount") is None or not r.get("currency"):
+        return ""
+    cur = currency(r["currency"])
+    return f" {format_major(r['amount'], cur)} {cur.alpha}"
+
+
+def _render_result(r: dict[str, Any]) -> str:
+    amount = _amount_text(r)
     if r["response_code"] is None:
         head = f"NO ANSWER {r['operation']}{amount}: {r['message']}"
     else:
@@ -1334,6 +1538,126 @@ def _render_demo(r: dict[str, Any]) -> str:
     failed = [s for s in r["steps"] if not s["ok"]]
     lines += ["", "All steps answered as expected." if not failed else f"{len(failed)} step(s) did not answer as expected."]
     return "\n".join(lines)
+
+
+# --- wallet ------------------------------------------------------------------
+
+
+@cli.group(cls=PossimGroup)
+def wallet() -> None:
+    """The customer's wallet app: show a payment code, pay a merchant's QR code, confirm with the password."""
+
+
+wallet_account_option = click.option("--account", required=True, help="Wallet account in wallets.yaml (e.g. alice).")
+wallet_fixtures_option = click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True),
+                                      help="Folder whose wallets.yaml overrides the built-in one.")
+wallet_http_option = click.option("--http", "network", default="127.0.0.1:8080", show_default=True,
+                                  help="The host's HTTP address (possim host run --http), where the wallet network answers.")
+
+
+def _wallet_app(account: str, network: str, fixtures_dir: str | None) -> Any:
+    from possim.terminal.wallet_app import WalletApp, login
+
+    _address(network.split("://")[-1].rstrip("/"), "--http")
+    return WalletApp(login(account, fixtures_dir), network)
+
+
+def _render_payment(r: dict[str, Any]) -> str:
+    from possim.wire.money import currency as find_currency, format_major
+
+    amount = f"{format_major(r['amount'], find_currency(r['currency']))} " if r.get("amount") is not None else ""
+    line = f"{r['status'].upper()} {r['response_code']} {amount}order {r.get('order_no') or '-'}" \
+           f" wallet txn {r.get('wallet_txn_id') or '-'}"
+    return line + (f" ({r['reason']})" if r.get("reason") else "") + f"; balance {r['balance']}"
+
+
+@wallet.command("list")
+@wallet_fixtures_option
+@json_option
+def wallet_list(fixtures_dir: str | None, as_json: bool) -> None:
+    """The test wallet accounts (no secrets)."""
+    from possim.acquirer.wallets import WalletNetwork
+
+    network = WalletNetwork.from_fixtures(fixtures_dir)
+    accounts = [{"account": a.name, "channel": a.provider, "number": a.number, "currency": a.currency,
+                 "opening_balance": a.opening_balance, "password_above": a.password_above, "frozen": a.frozen}
+                for a in network.accounts()]
+    emit(as_json, {"accounts": accounts}, lambda r: "\n".join(
+        f"{a['account']:<8} {a['channel']:<9} {a['number']}  opening {a['opening_balance']}  "
+        f"password above {a['password_above']}{'  FROZEN' if a['frozen'] else ''}" for a in r["accounts"]))
+
+
+@wallet.command("code")
+@wallet_account_option
+@wallet_fixtures_option
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Also write the code as a QR image for a scanner.")
+@json_option
+def wallet_code(account: str, fixtures_dir: str | None, png_path: str | None, as_json: bool) -> None:
+    """A payment code for the POS to scan (valid about a minute), made offline as a wallet app does."""
+    from datetime import timedelta
+
+    from possim.terminal.wallet_app import login, payment_code
+    from possim.wire.clock import system_clock
+    from possim.wire.qr_image import qr_png
+
+    _parent_exists(png_path, "--png")
+    login_ = login(account, fixtures_dir)
+    now = system_clock()
+    code = payment_code(login_, now)
+    if png_path:
+        Path(png_path).write_bytes(qr_png(code))
+    result = {"account": account, "channel": login_.channel, "code": code,
+              "valid_until": (now + timedelta(seconds=60)).isoformat(timespec="seconds"),
+              "png": str(Path(png_path).resolve()) if png_path else None}
+    emit(as_json, result, lambda r: f"{r['code']}  ({r['channel']}, valid until about {r['valid_until']})"
+                                    + (f"\nwritten to {r['png']}" if r["png"] else ""))
+
+
+@wallet.command("pay")
+@click.argument("code")
+@wallet_account_option
+@click.option("--amount", help="What the customer types for a static code (major units).")
+@click.option("--password", help="The wallet password, when the wallet asks for it.")
+@wallet_http_option
+@wallet_fixtures_option
+@json_option
+def wallet_pay(code: str, account: str, amount: str | None, password: str | None, network: str,
+               fixtures_dir: str | None, as_json: bool) -> None:
+    """Scan a merchant's QR code (a PNG file or the payload text) and pay it."""
+    from possim.terminal.wallet_app import scanned_payload
+    from possim.wire.money import currency as find_currency, parse_major
+
+    app = _wallet_app(account, network, fixtures_dir)
+    minor = parse_major(amount, find_currency(app.account.currency)) if amount is not None else None
+    result = app.pay(scanned_payload(code), minor, password)
+    emit(as_json, result, _render_payment)
+    if result["status"] == "declined":
+        sys.exit(EXIT_ERROR)
+
+
+@wallet.command("confirm")
+@wallet_account_option
+@click.option("--password", required=True, help="The wallet password.")
+@click.option("--txn", "wallet_txn_id", help="The waiting payment (default: the only one).")
+@wallet_http_option
+@wallet_fixtures_option
+@json_option
+def wallet_confirm(account: str, password: str, wallet_txn_id: str | None, network: str, fixtures_dir: str | None,
+                   as_json: bool) -> None:
+    """Type the password for a payment a POS started with this wallet's code."""
+    result = _wallet_app(account, network, fixtures_dir).confirm(password, wallet_txn_id)
+    emit(as_json, result, _render_payment)
+
+
+@wallet.command("balance")
+@wallet_account_option
+@wallet_http_option
+@wallet_fixtures_option
+@json_option
+def wallet_balance(account: str, network: str, fixtures_dir: str | None, as_json: bool) -> None:
+    """The wallet's balance at its network (minor units)."""
+    result = _wallet_app(account, network, fixtures_dir).balance()
+    emit(as_json, result, lambda r: f"{r['account']}: {r['balance']} ({r['currency']})")
 
 
 if __name__ == "__main__":

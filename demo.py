@@ -21,13 +21,19 @@ it returns.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TextIO
 
+from aiohttp import web
+
 from possim.acquirer.core import build_host
+from possim.acquirer.partners import Partners
 from possim.acquirer.journal import Journal
 from possim.acquirer.serial_server import SerialHostServer
 from possim.acquirer.server import HostServer
@@ -36,16 +42,23 @@ from possim.hsm_mock.device import Hsm
 from possim.hsm_mock.server import HsmThread
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
 from possim.terminal.batch import batch_totals
+from possim.terminal.qr_flows import collect, settle_scan
 from possim.terminal.serial_link import SerialLink
+from possim.terminal.wallet_app import WalletApp, login as wallet_login, payment_code, scanned_payload
+from possim.wire.api_signature import SignatureError, Verifier
 from possim.terminal.messages import build_purchase
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec
+from possim.wire.emv_qr import decode_mpm
 from possim.wire.framing import frame, split_envelope
 from possim.wire.link_profile import load_link_profile
 from possim.wire.message import Message
 from possim.wire.pty_pair import PtyPair
+from possim.wire.qr_image import qr_png, read_qr_png, terminal_screen_png
+from possim.wire.signed_http import SignedClient
 
 DEMO_SEED = 20261203
+QR_PARTNER = "cityhall-web"
 SERIAL_TERMINAL = "10000003"
 """The terminal that reaches the host over a virtual serial cable instead of TCP."""
 SERIAL_PROFILE = load_link_profile("stx-etx-lrc")
@@ -74,6 +87,7 @@ class DemoReport:
     host: str
     dialect: str
     hsm: str = ""
+    http: str = ""
     serial: dict[str, str] = field(default_factory=dict)
     steps: list[StepResult] = field(default_factory=list)
     journal: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +104,7 @@ class DemoReport:
             "out": str(self.out),
             "host": self.host,
             "hsm": self.hsm,
+            "http": self.http,
             "serial": self.serial,
             "dialect": self.dialect,
             "steps": [
@@ -147,13 +162,17 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
     hsm_thread = HsmThread(Hsm(rng=random.Random(DEMO_SEED)))
     hsm_address = hsm_thread.start("127.0.0.1", 0)
     core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED), hsm=TcpHsm(*hsm_address))
-    server = HostServer(core, trace=files["host_trace"])
+    server = HostServer(core, trace=files["host_trace"], http=("127.0.0.1", 0), partners=Partners.from_fixtures())
     address = await server.start("127.0.0.1", 0)
+    assert server.http_address is not None
+    partner_site = _PartnerSite()
+    await partner_site.start()
     cable = PtyPair()
     host_port, terminal_port = cable.start()
     serial_host = SerialHostServer(core, host_port, SERIAL_PROFILE)
     await serial_host.start()
     report = DemoReport(out=out, host=f"{address[0]}:{address[1]}", dialect=core.dialect.name)
+    report.http = f"{server.http_address[0]}:{server.http_address[1]}"
     report.hsm = f"{hsm_address[0]}:{hsm_address[1]}"
     report.serial = {"host": host_port, "terminal": terminal_port, "link_profile": SERIAL_PROFILE.name}
     trace_file = files["terminal_trace"].open("a", encoding="utf-8")
@@ -166,13 +185,16 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
             link = SerialLink(terminal_port, SERIAL_PROFILE, profile.framing) if tid == SERIAL_TERMINAL \
                 else TcpLink(*address, profile.framing)
             terminals.append(Terminal(profile, link, TerminalState(tid, state_path), clock=clock, trace=_writer(trace_file)))
-        await _business_day(report, terminals, address)
+        qr = _QrDay(report, out / "qr", partner_site, clock)
+        await _business_day(report, terminals, address, qr)
+        files.update({f"qr_{path.stem}": path for path in sorted((out / "qr").glob("*.png"))})
     finally:
         for t in terminals:
             await t.link.close()
         await serial_host.stop()
         cable.stop()
         await server.stop()
+        await partner_site.stop()
         core.close()
         hsm_thread.stop()
         trace_file.close()
@@ -211,7 +233,7 @@ def _writer(file: TextIO) -> Callable[[str], None]:
     return write
 
 
-async def _business_day(report: DemoReport, terminals: list[Terminal], address: tuple[str, int]) -> None:
+async def _business_day(report: DemoReport, terminals: list[Terminal], address: tuple[str, int], qr: _QrDay) -> None:
     t1, t2, t3 = terminals
     card = resolve_card
     not_signed_on = t2.dialect.response_code("not_signed_on")
@@ -268,12 +290,12 @@ async def _business_day(report: DemoReport, terminals: list[Terminal], address: 
     await step("new request reusing a STAN", t1, "94", lambda: _reused_stan(raw, card("approve2")))
     await step("answer too late: automatic reversal (rule, amount 68.01)", t1, "reversed", lambda: _late(t1, card("approve")))
     await step("purchase after the reversal", t1, "00", buy(t1, 4200, "approve"))
-    await _transaction_set(step, t1, t2, t3)
+    await _transaction_set(step, t1, t2, t3, qr)
 
 
 async def _transaction_set(
     step: Callable[[str, Terminal, str, Callable[[], Awaitable[Any]]], Awaitable[None]],
-    t1: Terminal, t2: Terminal, t3: Terminal,
+    t1: Terminal, t2: Terminal, t3: Terminal, qr: _QrDay,
 ) -> None:
     """Every other kind of transaction, then batch close: t1's batch lacks the hand-made retransmitted sale the
     host approved, so it closes out of balance and is uploaded; t2 and t3 close in balance."""
@@ -301,12 +323,149 @@ async def _transaction_set(
     await step("balance inquiry (field 54)", t2, "00", lambda: t2.balance(card("approve2")))
     await step("offline sale 9.90, approved by the terminal", t2, "Y1", lambda: t2.offline(990, card("approve2")))
     await step("offline advice sent (0220)", t2, "00", lambda: _advices(t2))
+    await qr.run(step, t2)
     await step("batch close, out of balance: the host has a sale the terminal's batch lacks; uploaded", t1,
                "out of balance, uploaded", lambda: _close(t1))
     await step("batch close in balance", t2, "in balance", lambda: _close(t2))
     await step("batch close in balance (DUKPT terminal)", t3, "in balance", lambda: _close(t3))
     if "batch_number" in t3.dialect.roles:  # a dialect whose 0500 names its batch can be told it is closed
         await step("closing the same batch again", t3, "80", lambda: _close_again(t3))
+
+
+class _PartnerSite:
+    """A partner's web shop: the notify_url the order API calls back; it checks each signature and acknowledges."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        partner = Partners.from_fixtures().get(QR_PARTNER)
+        assert partner is not None
+        self.partner = partner
+        self._verifier = Verifier(lambda pid: partner.key if pid == partner.id else None, system_clock)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/notify", self._notified)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/notify"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _notified(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            self._verifier.verify(request.method, request.raw_path, body, request.headers)
+        except SignatureError as exc:
+            return web.json_response({"code": "FAIL", "message": exc.code}, status=401)
+        self.events.append(json.loads(body)["event"])
+        return web.json_response({"code": "SUCCESS"})
+
+
+class _QrDay:
+    """QR payments at the counter and on the web: every code shown is written as a PNG under qr/."""
+
+    def __init__(self, report: DemoReport, folder: Path, site: _PartnerSite, clock: Clock):
+        self.report, self.folder, self.site, self.clock = report, folder, site, clock
+        folder.mkdir(parents=True, exist_ok=True)
+        http = f"http://{report.http}"
+        self.alice = WalletApp(wallet_login("alice"), http, clock)
+        self.partner = SignedClient(http, site.partner.id, site.partner.key, clock)
+
+    async def run(self, step: Callable[[str, Terminal, str, Callable[[], Awaitable[Any]]], Awaitable[None]],
+                  t: Terminal) -> None:
+        kept: dict[str, Any] = {}
+
+        def keep(name: str, action: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+            async def run() -> Any:
+                kept[name] = await action()
+                return kept[name]
+            return run
+
+        await step("QR order 35.00: the host's code on the terminal screen (qr/order.png)", t, "00",
+                   keep("order", lambda: self._order(t, 3500, "order.png")))
+        await step("the customer's wallet app (alice) reads qr/order.png and pays", t, "paid",
+                   lambda: self._wallet_pays("order.png"))
+        await step("the terminal polls the order: paid", t, "paid", lambda: self._state(t.qr_query(kept["order"].order_no)))
+        await step("QR order 20.00 nobody pays: closed at the terminal's deadline", t, "closed",
+                   lambda: self._collect(t, 2000))
+        await step("payment code scanned (alice, WeChat-style, qr/alice-code.png): paid at once", t, "00",
+                   lambda: t.qr_scan(self._code("alice-code.png"), 800))
+        await step("payment code for 400.00: the wallet asks for the password", t, "09",
+                   keep("big", lambda: t.qr_scan(self._code("alice-code-2.png"), 40000)))
+        await step("the customer types the password in the app", t, "paid",
+                   lambda: self._confirm("123456"))
+        await step("the terminal polls: paid", t, "paid", lambda: self._state(settle_scan(t, kept["big"], 5.0, 0.2)))
+        await step("payment code of a wallet with too little in it (bob)", t, "51",
+                   lambda: t.qr_scan(payment_code(wallet_login("bob"), self.clock()), 2000))
+        await step("refund 10.00 of the paid QR order", t, "00", lambda: t.qr_refund(kept["order"].order_no, 1000))
+        await step("refund above what remains of it", t, "13", lambda: t.qr_refund(kept["order"].order_no, 9000))
+        await step("a partner's web shop creates an order over the HTTP API (signed; qr/web-order.png)", t, "201",
+                   keep("web", self._web_order))
+        await step("the wallet app pays it; the host notifies the shop, which acknowledges", t, "order.paid",
+                   lambda: self._web_paid(kept["web"]))
+
+    async def _order(self, t: Terminal, amount: int, name: str) -> dict[str, Any]:
+        result = (await t.qr_order(amount)).to_json()
+        result["outcome"] = result["response_code"]
+        if result.get("payload"):
+            shown = f"{amount // 100}.{amount % 100:02d} CNY"
+            (self.folder / name).write_bytes(terminal_screen_png(
+                result["payload"], amount=shown, merchant=str(decode_mpm(result["payload"]).fields.get("59", ""))))
+        return _Kept(result)
+
+    async def _wallet_pays(self, name: str) -> dict[str, Any]:
+        paid = await asyncio.to_thread(self.alice.pay, scanned_payload(str(self.folder / name)))
+        return {**paid, "outcome": paid["status"]}
+
+    async def _confirm(self, password: str) -> dict[str, Any]:
+        confirmed = await asyncio.to_thread(self.alice.confirm, password)
+        return {**confirmed, "outcome": confirmed["status"]}
+
+    async def _state(self, pending: Awaitable[Any]) -> dict[str, Any]:
+        result = (await pending).to_json()
+        return {**result, "outcome": result.get("status") or result.get("response_code")}
+
+    async def _collect(self, t: Terminal, amount: int) -> dict[str, Any]:
+        order = await t.qr_order(amount)
+        return await self._state(collect(t, order, 1.0, 0.25))
+
+    def _code(self, name: str) -> str:
+        code = payment_code(self.alice.account, self.clock())
+        (self.folder / name).write_bytes(qr_png(code))
+        return read_qr_png((self.folder / name).read_bytes())  # the POS scanner reads the customer's screen
+
+    async def _web_order(self) -> dict[str, Any]:
+        answer = await asyncio.to_thread(self.partner.post, "/v1/orders", {
+            "out_order_no": "WEB-0001", "amount": 1500, "description": "vehicle licence fee", "notify_url": self.site.url})
+        body = answer.json()
+        if "qr_png" in body:
+            (self.folder / "web-order.png").write_bytes(base64.b64decode(body.pop("qr_png")))
+        return {**body, "outcome": str(answer.status)}
+
+    async def _web_paid(self, order: dict[str, Any]) -> dict[str, Any]:
+        paid = await asyncio.to_thread(self.alice.pay, scanned_payload(str(self.folder / "web-order.png")))
+        for _ in range(40):  # the host's timers deliver within about half a second
+            if self.site.events:
+                break
+            await asyncio.sleep(0.1)
+        return {**paid, "notified": list(self.site.events), "outcome": self.site.events[0] if self.site.events else "not notified"}
+
+
+class _Kept(dict):  # type: ignore[type-arg]
+    """A step's JSON that later steps read by attribute (order_no)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 async def _advices(terminal: Terminal) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from possim.wire import money
 from possim.wire.api_signature import SignatureError, Verifier
+from possim.wire.emv_qr import decode_mpm
 from possim.wire.qr_image import qr_png
 
 from .core import HostCore
@@ -34,6 +35,11 @@ log = logging.getLogger("possim.host")
 
 WALLET_PREFIX = "wallet:"
 _REFERENCE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
+_WALLET_TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+_URL = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#][!-~]*)?\Z")
+"""An absolute http(s) URL in visible ASCII: its path and query are what a notification signs."""
+MAX_AMOUNT = 999_999_999_999
+"""The 12 digits of ISO 8583 field 4."""
 _STATUS = {
     "MISSING_HEADER": 400, "INVALID_REQUEST": 400, "BAD_SIGNATURE": 401, "UNKNOWN_PARTNER": 401, "STALE_TIMESTAMP": 401,
     "ORDER_NOT_FOUND": 404, "REFUND_NOT_FOUND": 404, "PAYMENT_NOT_FOUND": 404, "INTERNAL_ERROR": 500,
@@ -52,39 +58,41 @@ class OrderApi:
     def __init__(self, core: HostCore, partners: Partners):
         self.core = core
         self.partners = partners
-        self.verifier = Verifier(self._key, core.clock)
+        self._verifiers = {"partner": Verifier(partners.key, core.clock), "wallet": Verifier(self._wallet_key, core.clock)}
+        """One per face: a key of the other face is an unknown partner, refused before its nonce is spent."""
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024, middlewares=[_json_errors])
-        route = self._signed
-        app.router.add_post("/v1/orders", route(self.create_order, partner=True))
-        app.router.add_get("/v1/orders/{out_order_no}", route(self.get_order, partner=True))
-        app.router.add_get("/v1/orders/{out_order_no}/qr.png", route(self.get_qr_png, partner=True))
-        app.router.add_post("/v1/orders/{out_order_no}/close", route(self.close_order, partner=True))
-        app.router.add_post("/v1/orders/{out_order_no}/refunds", route(self.create_refund, partner=True))
-        app.router.add_get("/v1/orders/{out_order_no}/refunds/{out_refund_no}", route(self.get_refund, partner=True))
-        app.router.add_post("/wallet/v1/payments", route(self.wallet_pay, partner=False))
-        app.router.add_post("/wallet/v1/payments/{wallet_txn_id}/confirm", route(self.wallet_confirm, partner=False))
-        app.router.add_get("/wallet/v1/payments", route(self.wallet_payments, partner=False))
-        app.router.add_get("/wallet/v1/balance", route(self.wallet_balance, partner=False))
+        route, add = self._signed, app.router.add_route
+        add("POST", "/v1/orders", route(self.create_order, "partner"))
+        add("GET", "/v1/orders/{out_order_no}", route(self.get_order, "partner"))
+        add("GET", "/v1/orders/{out_order_no}/qr.png", route(self.get_qr_png, "partner"))
+        add("POST", "/v1/orders/{out_order_no}/close", route(self.close_order, "partner"))
+        add("POST", "/v1/orders/{out_order_no}/refunds", route(self.create_refund, "partner"))
+        add("GET", "/v1/orders/{out_order_no}/refunds/{out_refund_no}", route(self.get_refund, "partner"))
+        add("POST", "/wallet/v1/payments", route(self.wallet_pay, "wallet"))
+        add("POST", "/wallet/v1/payments/{wallet_txn_id}/confirm", route(self.wallet_confirm, "wallet"))
+        add("GET", "/wallet/v1/payments", route(self.wallet_payments, "wallet"))
+        add("GET", "/wallet/v1/balance", route(self.wallet_balance, "wallet"))
         return app
 
     # ---- signature and errors, around every handler ----
 
-    def _key(self, caller: str) -> bytes | None:
-        if caller.startswith(WALLET_PREFIX):
-            account = self.core.orders.wallets.account(caller[len(WALLET_PREFIX):])
-            return account.secret if account is not None else None
-        return self.partners.key(caller)
+    def _wallet_key(self, caller: str) -> bytes | None:
+        if not caller.startswith(WALLET_PREFIX):
+            return None
+        account = self.core.orders.wallets.account(caller[len(WALLET_PREFIX):])
+        return account.secret if account is not None else None
 
-    def _signed(self, handler: Handler, partner: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _signed(self, handler: Handler, face: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        verifier = self._verifiers[face]
+
         async def signed(request: web.Request) -> web.Response:
             body = await request.read()
             try:
-                caller = self.verifier.verify(request.method, request.path_qs, body, request.headers)
-                if caller.startswith(WALLET_PREFIX) == partner:
-                    raise ApiError("UNKNOWN_PARTNER", "this key may not call this endpoint")
-                return await handler(request, caller, _json_body(body, request.content_type))
+                # The target as sent on the request line: what the client signed, not aiohttp's decoded path.
+                caller = verifier.verify(request.method, request.raw_path, body, request.headers)
+                return await handler(request, caller, _json_body(body, request))
             except web.HTTPException:
                 raise
             except SignatureError as exc:
@@ -108,8 +116,8 @@ class OrderApi:
         currency = _currency(body.get("currency", "156"))
         description = _text(body, "description", 128)
         notify_url = _url(body.get("notify_url"))
-        expires_in = body.get("expires_in")
-        if expires_in is not None and (not _is_int(expires_in) or not 60 <= expires_in <= 86400):
+        expires_in = body.get("expires_in", int(self.core.orders.settings.order_expiry.total_seconds()))
+        if "expires_in" in body and (not _is_int(expires_in) or not 60 <= expires_in <= 86400):
             raise ApiError("INVALID_REQUEST", "expires_in: whole seconds from 60 to 86400")
         merchant_id = body.get("merchant_id", partner.merchant_id)
         if merchant_id != partner.merchant_id:
@@ -131,10 +139,12 @@ class OrderApi:
         change = self.core.orders.create(
             merchant=merchant, amount=amount, currency=currency, now=now, key=key, terminal_id=partner.terminal_id,
             partner=partner, out_order_no=out_order_no, notify_url=notify_url, description=description,
-            expires_in=timedelta(seconds=expires_in) if expires_in is not None else None, request_hash=request_hash,
+            expires_in=timedelta(seconds=expires_in), request_hash=request_hash,
         )
         self._commit(change)
-        return _json(_with_png(change.order), 201)
+        created = _json(_with_png(change.order), 201)
+        created.headers["Location"] = f"/v1/orders/{out_order_no}"
+        return created
 
     async def get_order(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
         self._expire()
@@ -172,9 +182,10 @@ class OrderApi:
 
     async def get_refund(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
         order = self._order(caller, request)
-        refund = self.core.journal.refund(order.order_no, request.match_info["out_refund_no"])
+        out_refund_no = _path_part(request, "out_refund_no", _REFERENCE)
+        refund = self.core.journal.refund(order.order_no, out_refund_no)
         if refund is None:
-            raise ApiError("REFUND_NOT_FOUND", f"order {order.order_no} has no refund {request.match_info['out_refund_no']}")
+            raise ApiError("REFUND_NOT_FOUND", f"order {order.out_order_no} has no refund {out_refund_no}")
         return _json(_refund_json(refund, order))
 
     # ---- wallet face ----
@@ -183,14 +194,10 @@ class OrderApi:
         account = self._wallet(caller)
         _only(body, "payload", "amount", "password")
         payload = body.get("payload")
-        if not isinstance(payload, str) or not payload:
-            raise ApiError("INVALID_REQUEST", "payload: the scanned code's text is required")
-        amount = body.get("amount")
-        if amount is not None:
-            amount = _amount(body, "amount")
-        password = body.get("password")
-        if password is not None and not isinstance(password, str):
-            raise ApiError("INVALID_REQUEST", "password: must be a string")
+        if not isinstance(payload, str) or not 1 <= len(payload) <= 512:
+            raise ApiError("INVALID_REQUEST", "payload: the scanned code's text, 1 to 512 characters (required)")
+        amount = _amount(body, "amount") if "amount" in body else None
+        password = _text(body, "password", 32)
         core = self.core
         try:
             change = core.orders.pay(payload=payload, account=account, now=core.clock(), amount=amount, password=password,
@@ -198,24 +205,28 @@ class OrderApi:
         except QrRefusal as refusal:
             if refusal.code != "WALLET_DECLINED":
                 raise
-            return _json(self._declined_json(refusal, account))
+            return _json(self._declined_json(refusal, account, *self._scanned(payload, amount)))
         self._commit(change)
         return _json(self._payment_json(change.order, account))
 
     async def wallet_confirm(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
         account = self._wallet(caller)
         _only(body, "password")
-        password = body.get("password")
-        if not isinstance(password, str):
+        wallet_txn_id = _path_part(request, "wallet_txn_id", _WALLET_TXN_ID)
+        password = _text(body, "password", 32)
+        if password is None:
             raise ApiError("INVALID_REQUEST", "password: required")
         self._expire()
         try:
-            change = self.core.orders.confirm(wallet_txn_id=request.match_info["wallet_txn_id"], account=account,
-                                              password=password, now=self.core.clock())
+            change = self.core.orders.confirm(wallet_txn_id=wallet_txn_id, account=account, password=password,
+                                              now=self.core.clock())
         except QrRefusal as refusal:
             if refusal.code != "WALLET_DECLINED":
                 raise
-            return _json(self._declined_json(refusal, account))
+            order = self.core.journal.order_by_wallet_txn(wallet_txn_id)
+            assert order is not None  # the service found it before the wallet declined
+            return _json(self._declined_json(refusal, account, order.order_no, order.amount, order.currency,
+                                             order.wallet_txn_id))
         self._commit(change)
         return _json(self._payment_json(change.order, account))
 
@@ -246,7 +257,7 @@ class OrderApi:
         return account
 
     def _order(self, caller: str, request: web.Request) -> Order:
-        out_order_no = request.match_info["out_order_no"]
+        out_order_no = _path_part(request, "out_order_no", _REFERENCE)
         order = self.core.journal.partner_order(self._partner(caller).id, out_order_no)
         if order is None:
             raise ApiError("ORDER_NOT_FOUND", f"no order {out_order_no} of partner {caller}")
@@ -254,18 +265,34 @@ class OrderApi:
 
     def _payment_json(self, order: Order, account: WalletAccount) -> dict[str, Any]:
         status = {"paid": "paid", "refunded": "paid", "paying": "paying"}.get(order.status, "declined")
+        reason = {"paid": None, "paying": "waiting for the wallet password"}.get(status, f"the order is {order.status}")
         return {
             "wallet_txn_id": order.wallet_txn_id, "order_no": order.order_no, "status": status,
-            "response_code": {"paid": "00", "paying": "09"}.get(status, "05"), "reason": None,
+            "response_code": {"paid": "00", "paying": "09"}.get(status, "05"), "reason": reason,
             "amount": order.amount, "currency": order.currency,
             "balance": self.core.journal.balance(account.journal_account_id) or 0,
         }
 
-    def _declined_json(self, refusal: QrRefusal, account: WalletAccount) -> dict[str, Any]:
+    def _declined_json(self, refusal: QrRefusal, account: WalletAccount, order_no: str | None, amount: int,
+                       currency: str, wallet_txn_id: str | None = None) -> dict[str, Any]:
         """A payment the wallet itself refused (balance, currency, frozen): an answer, not an API error."""
-        return {"wallet_txn_id": None, "order_no": None, "status": "declined", "response_code": refusal.iso,
-                "reason": str(refusal), "amount": None, "currency": account.currency,
+        return {"wallet_txn_id": wallet_txn_id, "order_no": order_no, "status": "declined",
+                "response_code": refusal.iso, "reason": str(refusal), "amount": amount, "currency": currency,
                 "balance": self.core.journal.balance(account.journal_account_id) or 0}
+
+    def _scanned(self, payload: str, amount: int | None) -> tuple[str | None, int, str]:
+        """What a declined code asked to pay: (order_no, amount, currency) of the order a dynamic code names,
+        or the static code's amount (or the payer's) and currency — no order is made for a declined static code.
+
+        Called only after the order service accepted the code, so what it names exists.
+        """
+        fields = decode_mpm(payload).fields
+        extra = fields.get("62") if isinstance(fields.get("62"), dict) else {}
+        order = self.core.journal.order(extra.get("05", "")) if fields.get("01") != "11" else None
+        if order is not None:
+            return order.order_no, order.amount, order.currency
+        currency = money.currency(str(fields.get("53", "156")))
+        return None, amount if amount is not None else money.parse_major(fields["54"], currency), currency.numeric
 
     def _expire(self) -> None:
         now = self.core.clock()
@@ -289,6 +316,8 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
                    413: "the body is larger than 64 KiB"}.get(exc.status, exc.reason)
         response = _error("INVALID_REQUEST", message)
         response.set_status(exc.status if exc.status in (404, 405) else 400)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
         return response
 
 
@@ -305,15 +334,17 @@ def _refund_json(refund: QrRefund, order: Order) -> dict[str, Any]:
             "created_at": refund.created_at}
 
 
-def _json_body(body: bytes, content_type: str) -> dict[str, Any]:
-    if not body.strip():
+def _json_body(body: bytes, request: web.Request) -> dict[str, Any]:
+    if not body:
         return {}
-    if content_type != "application/json":
-        raise ApiError("INVALID_REQUEST", f"a body must be sent as application/json, not {content_type or 'untyped'}")
+    if request.content_type != "application/json" or (request.charset or "utf-8").lower() != "utf-8":
+        sent = request.headers.get("Content-Type") or "untyped"
+        raise ApiError("INVALID_REQUEST", f"a body must be sent as application/json in UTF-8, not {sent}")
     try:
-        value = json.loads(body, object_pairs_hook=_no_repeats, parse_float=_no_float)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError("INVALID_REQUEST", f"body is not JSON: {exc}") from None
+        # Decoded here: json.loads would take UTF-16 and UTF-32 bytes too.
+        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_repeats, parse_float=_no_float)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ApiError("INVALID_REQUEST", f"body is not UTF-8 JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError("INVALID_REQUEST", "body must be a JSON object")
     return value
@@ -333,9 +364,21 @@ def _no_float(text: str) -> float:
 
 
 def _only(body: dict[str, Any], *allowed: str) -> None:
+    """No unknown member, and no null: a member of a request is given with its value or left out."""
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ApiError("INVALID_REQUEST", f"{unknown[0]}: not a member of this request (allowed: {', '.join(allowed)})")
+    for key, value in body.items():
+        if value is None:
+            raise ApiError("INVALID_REQUEST", f"{key}: null is not a value; leave the member out")
+
+
+def _path_part(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+    value = request.match_info[name]
+    if not pattern.match(value):
+        raise ApiError("INVALID_REQUEST",
+                       f"{name} in the path: only letters, digits, '_' and '-', as many as docs/openapi.yaml allows")
+    return value
 
 
 def _is_int(value: object) -> bool:
@@ -351,8 +394,8 @@ def _reference(body: dict[str, Any], key: str) -> str:
 
 def _amount(body: dict[str, Any], key: str) -> int:
     value = body.get(key)
-    if not _is_int(value) or value < 1:
-        raise ApiError("INVALID_REQUEST", f"{key}: a whole number of minor units, at least 1 (required)")
+    if not _is_int(value) or not 1 <= value <= MAX_AMOUNT:
+        raise ApiError("INVALID_REQUEST", f"{key}: a whole number of minor units from 1 to {MAX_AMOUNT} (required)")
     return value
 
 
@@ -375,8 +418,8 @@ def _text(body: dict[str, Any], key: str, longest: int) -> str | None:
 def _url(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.match(r"https?://[^\s/]+", value) or len(value) > 512:
-        raise ApiError("INVALID_REQUEST", "notify_url: an http:// or https:// URL")
+    if not isinstance(value, str) or len(value) > 512 or not _URL.match(value):
+        raise ApiError("INVALID_REQUEST", "notify_url: an http:// or https:// URL of at most 512 visible ASCII characters")
     return value
 
 

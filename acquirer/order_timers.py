@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import random
 from urllib.parse import urlsplit
@@ -41,18 +42,18 @@ class OrderTimers:
         self._session: aiohttp.ClientSession | None = None
         self._sending: set[str] = set()
         """notify_ids with an attempt under way: the next tick must not send them twice."""
+        self._attempts: set[asyncio.Task[bool]] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="possim-order-timers")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop ticking and abandon attempts under way: unrecorded, they are made again after a restart."""
+        tasks = [t for t in (self._task, *self._attempts) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -60,7 +61,6 @@ class OrderTimers:
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.core.orders.settings.notify_timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
-        attempts: set[asyncio.Task[None]] = set()
         while True:
             try:
                 self.expire_due()
@@ -69,8 +69,8 @@ class OrderTimers:
                         continue
                     self._sending.add(notification.notify_id)
                     task = asyncio.get_running_loop().create_task(self.deliver(notification))
-                    attempts.add(task)
-                    task.add_done_callback(attempts.discard)
+                    self._attempts.add(task)
+                    task.add_done_callback(self._attempts.discard)
             except Exception as exc:  # the timers keep running whatever one tick meets
                 log.error("QR order timers: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self._tick)
@@ -113,7 +113,10 @@ class OrderTimers:
         return problem is None
 
     async def _post(self, notification: Notification) -> str | None:
-        """None when acknowledged, else why not (never the partner's whole answer: it is theirs to log)."""
+        """None when acknowledged, else why not (never the partner's whole answer: it is theirs to log).
+
+        Whatever goes wrong with one attempt is that attempt's failure, so every attempt is counted.
+        """
         key = self.partners.key(notification.partner_id)
         if key is None:
             return f"partner {notification.partner_id} is no longer configured"
@@ -122,21 +125,28 @@ class OrderTimers:
         target = path.path or "/"
         if path.query:
             target += "?" + path.query
-        headers = sign(key, "POST", target, body, notification.partner_id, self.core.clock(), new_nonce(self._rng))
-        headers["Content-Type"] = "application/json"
         assert self._session is not None
         try:
-            async with self._session.post(notification.url, data=body, headers=headers) as answer:
-                text = await answer.text()
+            headers = sign(key, "POST", target, body, notification.partner_id, self.core.clock(), new_nonce(self._rng))
+            headers["Content-Type"] = "application/json"
+            # A redirect is not an acknowledgement: the notification must reach the notify_url itself.
+            async with self._session.post(notification.url, data=body, headers=headers, allow_redirects=False) as answer:
+                answered = await answer.read()
                 if not 200 <= answer.status < 300:
                     return f"HTTP {answer.status}"
-                try:
-                    acknowledged = (await answer.json(content_type=None)).get("code") == "SUCCESS"
-                except (ValueError, AttributeError):
-                    acknowledged = False
-                return None if acknowledged else f"answer is not {{\"code\": \"SUCCESS\"}} ({len(text)} bytes)"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if not _acknowledges(answered):
+                    return f"answer is not {{\"code\": \"SUCCESS\"}} ({len(answered)} bytes)"
+                return None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # ValueError: a URL it cannot send to
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _acknowledges(answer: bytes) -> bool:
+    try:
+        value = json.loads(answer.decode("utf-8"))
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("code") == "SUCCESS"
 
 
 def _stamp(core: HostCore) -> str:

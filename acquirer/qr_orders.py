@@ -286,11 +286,11 @@ class OrderService:
         if shop is None:
             raise QrRefusal("ORDER_NOT_FOUND", "the static code names no merchant of this host (26.01)", "03")
         fixed = _payload_amount(fields)
+        if fixed is not None and amount is not None and amount != fixed:
+            raise QrRefusal("AMOUNT_MISMATCH", f"the code's amount is {fixed}", "13")
         amount = fixed if fixed is not None else amount
         if amount is None or amount <= 0:
             raise QrRefusal("INVALID_REQUEST", "amount: a static code without an amount needs the payer's amount", "13")
-        if fixed is not None and amount != fixed:
-            raise QrRefusal("AMOUNT_MISMATCH", f"the code's amount is {fixed}", "13")
         self._check_password(account, amount, password)
         currency = str(fields.get("53", shop.currency))
         extra = fields.get("62") if isinstance(fields.get("62"), dict) else {}
@@ -322,7 +322,7 @@ class OrderService:
         assert row is not None and account is not None
         at = _stamp(now)
         approved = dataclasses.replace(
-            row, status=APPROVED, account_id=account.journal_account_id, posted_amount=paid.amount,
+            row, status=APPROVED, response_code="00", account_id=account.journal_account_id, posted_amount=paid.amount,
             channel=paid.channel, wallet_txn_id=paid.wallet_txn_id, updated_at=at,
         )
         return Change(orders=(paid,), updates=(approved,), postings=(Posting(account.journal_account_id, -paid.amount),),

@@ -21,12 +21,14 @@ def settled_entries(dialect: Dialect, entries: Iterable[BatchEntry]) -> list[Bat
 
 
 def is_domestic(dialect: Dialect, masked_pan: str) -> bool:
+    """Whether a card is domestic by its BIN. A QR entry has no card (its masked PAN is empty): it is not, as the
+    host counts a row without a PAN."""
     return masked_pan.startswith(tuple(str(b) for b in dialect.convention("domestic_bins", ["62"])))
 
 
 def batch_totals(dialect: Dialect, entries: Iterable[BatchEntry]) -> BatchTotals:
-    """Debits (sales, completions, offline sales) and credits (voids, refunds), domestic and foreign cards.
-    A voided sale still counts as a debit: its void is a credit of its own."""
+    """Debits (sales, completions, offline sales, paid QR orders and payments) and credits (voids, refunds, QR
+    refunds), domestic and foreign cards. A voided sale still counts as a debit: its void is a credit of its own."""
     domestic, foreign = Totals(), Totals()
     for entry in settled_entries(dialect, entries):
         side = dialect.transaction(entry.kind).totals
@@ -38,4 +40,6 @@ def batch_totals(dialect: Dialect, entries: Iterable[BatchEntry]) -> BatchTotals
 
 
 def upload_record(dialect: Dialect, entry: BatchEntry) -> UploadRecord:
-    return UploadRecord("00" if is_domestic(dialect, entry.masked_pan) else "01", entry.stan, entry.masked_pan, entry.amount)
+    """A QR entry has no card: its record carries the order number where a card's masked PAN goes."""
+    shown = entry.masked_pan or entry.order_no or ""
+    return UploadRecord("00" if is_domestic(dialect, entry.masked_pan) else "01", entry.stan, shown, entry.amount)

@@ -7,6 +7,7 @@ user's dialect file gets the same flows without code changes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +15,7 @@ from possim.wire.batch_totals import BatchTotals, encode_cup48, set_iso_totals
 from possim.wire.dialect import Dialect
 from possim.wire.framing import Framing, split_envelope
 from possim.wire.message import Message, response_mti
+from possim.wire.qr_data import QrDataError, decode_qr_data, encode_qr_data
 
 from .cards import Card
 from .pin_pad import SECURITY_CONTROL, EncryptedPin
@@ -30,6 +32,24 @@ CARD_SEQUENCE = "001"
 NEEDS_AUTH_CODE = frozenset({"completion", "preauth_void"})
 CARDLESS = frozenset({"sale_void", "completion_void"})
 """Kinds the host matches by RRN alone: the card may be presented again, but need not be."""
+SCANNED_CARD_FIELDS = frozenset({2, 14, 22, 23, 35, 55})
+"""What a scanned EMV consumer-presented code gives a card sale (wire/emv_cpm.authorization_fields)."""
+
+QR_KINDS = frozenset({"qr_order", "qr_query", "qr_close", "qr_sale", "qr_refund"})
+"""Kinds that carry QR data (the dialect's `qr_data` role) and never a card."""
+QR_WITH_AMOUNT = frozenset({"qr_order", "qr_sale", "qr_refund"})
+QR_NEEDS = {"qr_query": "order_no", "qr_close": "order_no", "qr_refund": "order_no", "qr_sale": "payment_code"}
+"""The QR data each kind's request must carry; a qr_order carries none (amount and currency say it all)."""
+QR_MAKES_ORDER = frozenset({"qr_order", "qr_sale"})
+"""Kinds whose approval creates an order at the host: the ones a reversal undoes."""
+PAYING = "09"
+"""A qr_sale's "request in progress": the wallet waits for the payer's password."""
+CREATED, ORDER_PAYING, PAID, CLOSED, REFUNDED, REVERSED = "created", "paying", "paid", "closed", "refunded", "reversed"
+ORDER_STATUSES = (CREATED, ORDER_PAYING, PAID, CLOSED, REFUNDED, REVERSED)
+OPEN_ORDER = frozenset({CREATED, ORDER_PAYING})
+"""An order the wallet may still pay."""
+PAID_ORDER = frozenset({PAID, REFUNDED})
+"""An order the wallet paid (a refunded one too): its payment counts as a debit of the batch it was made in."""
 
 REASON_NO_ANSWER = "98"
 REASON_UNREADABLE = "96"
@@ -157,6 +177,8 @@ def build_request(
     original: OriginalRef | None = None,
     local_auth_code: str | None = None,
     processing_code: str | None = None,
+    qr: Mapping[str, str] | None = None,
+    card_fields: Mapping[int, str] | None = None,
 ) -> Message:
     """A request of transaction `kind`: MTI, processing code, condition and type code from the dialect's table.
 
@@ -165,6 +187,11 @@ def build_request(
     contactless); never both track and PAN. `card` None is for voids,
     which the host matches by RRN. `amount` None leaves field 4 out (balance).
     `local_auth_code` is the code an offline approval gave (field 38).
+
+    `card_fields` is a card read from a scanned EMV consumer-presented code,
+    sent as the code gave it (wire/emv_cpm.authorization_fields: 35 or 2 and
+    14, 22, 23, 55) in place of `card`. The QR kinds carry no card: `qr`
+    (wire/qr_data.py names) goes in the dialect's `qr_data` role.
     """
     spec = dialect.transaction(kind)
     code = processing_code or spec.processing_code
@@ -174,7 +201,12 @@ def build_request(
         raise ValueError(f"{kind} needs its original's RRN (field 37)")
     if kind in NEEDS_AUTH_CODE and (original is None or not original.auth_code):
         raise ValueError(f"{kind} needs its original's authorization code (field 38)")
-    if card is None and kind not in CARDLESS:
+    _check_qr(dialect, kind, amount, qr, card is not None or card_fields is not None)
+    if card is not None and card_fields is not None:
+        raise ValueError(f"{kind}: a card is presented or scanned, not both")
+    if card_fields is not None:
+        _check_scanned(kind, card_fields)
+    if card is None and card_fields is None and kind not in CARDLESS | QR_KINDS:
         raise ValueError(f"{kind} needs a card")
     if card is not None and (entry in CHIP_ENTRIES) != (chip is not None):
         raise ValueError(f"entry {entry!r} {'needs' if entry in CHIP_ENTRIES else 'takes no'} chip data (field 55)")
@@ -209,9 +241,13 @@ def build_request(
             dialect.set_role(message, "ksn", pin.ksn)
     if chip is not None:
         message[55] = chip.hex().upper()
+    for number, value in (card_fields or {}).items():
+        message[number] = value
     message[41] = tid
     message[42] = mid
     message[49] = currency
+    if qr:
+        dialect.set_role(message, "qr_data", encode_qr_data(qr))
     if spec.type_code is not None:
         dialect.set_role(message, "transaction_type", spec.type_code)
     dialect.set_role(message, "batch_number", f"{batch_number:06d}")
@@ -222,6 +258,31 @@ def build_request(
     if original is not None and names_original_in_61(dialect):
         message[61] = original.field61()
     return message
+
+
+def _check_qr(dialect: Dialect, kind: str, amount: int | None, qr: Mapping[str, str] | None, has_card: bool) -> None:
+    """A QR kind carries its QR data and no card; any other kind carries no QR data."""
+    if kind not in QR_KINDS:
+        if qr:
+            raise ValueError(f"{kind} carries no QR data")
+        return
+    if has_card:
+        raise ValueError(f"{kind} carries no card: QR requests have no card fields")
+    if "qr_data" not in dialect.roles:
+        raise ValueError(f"dialect {dialect.name} has no qr_data role: it cannot carry {kind}")
+    if kind in QR_WITH_AMOUNT and amount is None:
+        raise ValueError(f"{kind} needs an amount (field 4)")
+    needed = QR_NEEDS.get(kind)
+    if needed is not None and not (qr or {}).get(needed):
+        raise ValueError(f"{kind} needs {needed} in its QR data")
+
+
+def _check_scanned(kind: str, card_fields: Mapping[int, str]) -> None:
+    stray = set(card_fields) - SCANNED_CARD_FIELDS
+    if stray:
+        raise ValueError(f"{kind}: field {min(stray)} is not card data a scanned code gives")
+    if 22 not in card_fields or not (35 in card_fields or 2 in card_fields):
+        raise ValueError(f"{kind}: a scanned card needs field 22 and track 2 (35) or a PAN (2)")
 
 
 def build_purchase(
@@ -363,6 +424,47 @@ def build_reversal(
     return message
 
 
+def qr_data_of(dialect: Dialect, message: Message) -> dict[str, str]:
+    """The QR data a message carries (wire/qr_data.py names); empty when it has none. QrDataError when unreadable."""
+    text = dialect.get_role(message, "qr_data") if "qr_data" in dialect.roles else None
+    return decode_qr_data(text) if text else {}
+
+
+def qr_answer_problem(dialect: Dialect, request: Message, answer: Message) -> str | None:
+    """Why a QR answer cannot be taken (None when it can): an approval (or a qr_sale's 09) must name its order
+    and its state, and an answer about an order must be about the one asked for.
+
+    An order the terminal cannot name is an order it could never close or
+    refund: such an answer is treated as no answer, and reversed.
+    """
+    kind = dialect.transaction_of(request)
+    if kind is None or kind.name not in QR_KINDS or answer[39] not in ("00", PAYING):
+        return None
+    field = dialect.roles["qr_data"]
+    try:
+        data = qr_data_of(dialect, answer)
+        asked = qr_data_of(dialect, request).get("order_no")
+    except QrDataError as exc:
+        return f"answer field {field}: {exc}"
+    if not data.get("order_no"):
+        return f"answer {answer[39]} names no order (field {field}, order_no)"
+    if data.get("status") not in ORDER_STATUSES:
+        return f"answer field {field}: order status {data.get('status')!r} is not one of {', '.join(ORDER_STATUSES)}"
+    if asked is not None and data["order_no"] != asked:
+        return f"answer is about order {data['order_no']}, not the {asked} asked about"
+    return None
+
+
+def qr_time(text: str | None) -> str | None:
+    """ISO 8601 (local, as the host's clock) of a QR data time YYYYMMDDhhmmss; the text as sent when it is not one."""
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y%m%d%H%M%S").isoformat()
+    except ValueError:
+        return text
+
+
 def answer_body(framing: Framing, payload: bytes) -> bytes:
     """The message body of an answer's payload (TPDU and header removed)."""
     return split_envelope(framing, payload)[1]
@@ -384,7 +486,9 @@ def answer_problem(request: Message, answer: Message) -> str | None:
 
 RESPONSE_TEXT = {
     "00": "approved",
+    "03": "invalid merchant",
     "05": "do not honour: card blocked by the issuer",
+    "09": "request in progress: the wallet waits for the payer's password",
     "12": "invalid transaction",
     "13": "invalid amount",
     "14": "invalid card number",
@@ -400,6 +504,7 @@ RESPONSE_TEXT = {
     "57": "transaction not permitted to cardholder",
     "58": "transaction not permitted to terminal",
     "61": "exceeds amount limit",
+    "62": "restricted card",
     "63": "security violation (MAC)",
     "68": "response received too late",
     "75": "PIN tries exceeded",
@@ -414,6 +519,21 @@ RESPONSE_TEXT = {
     "A0": "MAC check failed: sign on again",
     "Y1": "approved offline",
 }
+
+
+QR_RESPONSE_TEXT = {
+    "13": "invalid amount (a refund: more than remains to refund)",
+    "14": "invalid or expired payment code",
+    "25": "no such order of this terminal (a refund: or not paid)",
+    "51": "insufficient wallet balance",
+    "57": "the wallet holds another currency",
+    "62": "the wallet account is frozen",
+}
+"""What a code means when a QR request gets it (the wallet's refusals borrow the card codes)."""
+
+
+def qr_response_text(code: str | None) -> str:
+    return QR_RESPONSE_TEXT.get(code or "", response_text(code))
 
 
 def response_text(code: str | None) -> str:

@@ -105,10 +105,33 @@ class TransactionResult:
     """The transaction waits in the advice queue: an offline sale, or a refund whose answer did not come."""
     prior_advices: tuple[AdviceOutcome, ...] = ()
     """Queued advices sent ahead of this request."""
+    order_no: str | None = None
+    """QR: the host's order number (the order a qr_order or qr_sale made, or the one a request names)."""
+    status: str | None = None
+    """QR: the order's state as the answer gives it: created, paying, paid, closed, refunded, reversed."""
+    channel: str | None = None
+    """QR: the wallet that paid (wechat, alipay, unionpay)."""
+    wallet_txn_id: str | None = None
+    """QR: the wallet's transaction ID of the payment."""
+    payload: str | None = None
+    """QR: the EMV merchant-presented payload to show while the order is open."""
+    expires_at: str | None = None
+    """QR: when an open order stops being payable (ISO 8601, the host's local time)."""
+    refunded: int | None = None
+    """QR: minor units refunded on the order so far."""
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (pass it to json.dumps)."""
-        return asdict(self)
+        """A JSON-ready dict (pass it to json.dumps). A result about no QR order leaves the QR keys out, so card
+        results read as they always did."""
+        data = asdict(self)
+        if all(data[key] is None for key in QR_FIELDS):
+            for key in QR_FIELDS:
+                del data[key]
+        return data
+
+
+QR_FIELDS = ("order_no", "status", "channel", "wallet_txn_id", "payload", "expires_at", "refunded")
+"""The TransactionResult fields only QR operations fill."""
 
 
 @dataclass(frozen=True)

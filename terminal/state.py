@@ -13,6 +13,11 @@ A queued advice must carry its card data when it is sent later: the state
 takes that only as an opaque blob the terminal sealed under its TMK
 (advice_store.py), and refuses clear card data in the advice's message.
 
+QR orders (the host's merchant-presented orders and scanned wallet
+payments) are kept by order number with the request as its reversal needs
+it, never the payment code scanned: a paid order joins the batch when the
+terminal learns it was paid, which may be long after its answer.
+
 Batch close is resumable: its phase, the host's verdict on the totals and
 which records were uploaded are committed before the message that depends
 on them leaves, so a restarted terminal continues where it stopped and
@@ -45,9 +50,14 @@ _ADDED_COLUMNS = {
     "terminal": (("pin_key", "TEXT"), ("mac_key", "TEXT"), ("data_key", "TEXT"), ("ksn", "TEXT"), ("atc", "INTEGER"),
                  ("close_phase", "TEXT"), ("close_balanced", "INTEGER"), ("close_code", "TEXT"), ("close_stan", "TEXT")),
     "batch": (("kind", "TEXT NOT NULL DEFAULT 'sale'"), ("voided", "INTEGER NOT NULL DEFAULT 0"),
-              ("uploaded", "INTEGER NOT NULL DEFAULT 0"), ("original_stan", "TEXT")),
+              ("uploaded", "INTEGER NOT NULL DEFAULT 0"), ("original_stan", "TEXT"), ("order_no", "TEXT")),
 }
-_BATCH_COLUMNS = "batch_number, stan, rrn, auth_code, amount, currency, masked_pan, time, original, kind, voided, uploaded, original_stan"
+_BATCH_COLUMNS = ("batch_number, stan, rrn, auth_code, amount, currency, masked_pan, time, original, kind, voided, uploaded,"
+                  " original_stan, order_no")
+_ORDER_COLUMNS = ("order_no, kind, batch_number, stan, amount, currency, status, original, created, rrn, channel,"
+                  " wallet_txn_id, refunded, expires_at")
+_UNDONE_BY_REVERSAL = ("created", "paying", "paid")
+"""Order states a reversal ends: the host closes an open order and refunds a paid one; a closed one stays closed."""
 _ADVICE_COLUMNS = "kind, batch_number, message, sealed_card, masked_pan, attempts, created, id, response_code, rrn"
 
 _SCHEMA = """
@@ -95,6 +105,22 @@ CREATE TABLE IF NOT EXISTS advice (
     response_code TEXT,
     rrn TEXT
 );
+CREATE TABLE IF NOT EXISTS qr_order (
+    order_no TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    batch_number INTEGER NOT NULL,
+    stan TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    status TEXT NOT NULL,
+    original TEXT NOT NULL,
+    created TEXT NOT NULL,
+    rrn TEXT,
+    channel TEXT,
+    wallet_txn_id TEXT,
+    refunded INTEGER NOT NULL DEFAULT 0,
+    expires_at TEXT
+);
 CREATE TABLE IF NOT EXISTS pending_reversal (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     original TEXT NOT NULL,
@@ -134,6 +160,33 @@ class BatchEntry:
     """Sent in a batch-close upload (flagged before the 0320 carrying it left)."""
     original_stan: str | None = None
     """For a void: the STAN of the entry it voids, in the same batch."""
+    order_no: str | None = None
+    """For a QR payment or refund: the host's order number (a QR entry has no card: its masked PAN is empty)."""
+
+
+@dataclass(frozen=True)
+class QrOrder:
+    """An order this terminal made (qr_order) or a wallet payment it scanned (qr_sale), as its answers told it."""
+
+    order_no: str
+    kind: str
+    """qr_order or qr_sale: the request that made it, and that a reversal undoes."""
+    batch_number: int
+    """The batch it was made in: its payment counts there, as the host counts it."""
+    stan: str
+    amount: int
+    currency: str
+    status: str
+    """The last state an answer gave: created, paying, paid, closed, refunded, reversed."""
+    original: Message
+    """The request as its reversal needs it (messages.reversal_original): no payment code."""
+    created: datetime
+    rrn: str | None = None
+    channel: str | None = None
+    wallet_txn_id: str | None = None
+    refunded: int = 0
+    """Minor units refunded so far, as the host last said."""
+    expires_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,26 +356,31 @@ class TerminalState:
 
     # open batch
 
-    def answered(self, approved: BatchEntry | None = None) -> None:
+    def answered(self, approved: BatchEntry | None = None, order: QrOrder | None = None) -> None:
         """A request got its answer: no reversal is owed, and an approval joins the batch.
 
-        A void's approval marks the entry it voids, in the same commit. One
-        commit, so a crash can never leave the reversal forgotten and the approval unrecorded.
+        A void's approval marks the entry it voids, in the same commit; a QR
+        order the answer made is kept in it too. One commit, so a crash can
+        never leave the reversal forgotten and the approval (or the order number) unrecorded.
         """
         if approved is not None:
             _refuse_card_data(approved.original)
+        if order is not None:
+            _refuse_card_data(order.original)
         with self._db:
             self._db.execute("DELETE FROM pending_reversal")
             if approved is not None:
                 self._insert_entry(approved)
+            if order is not None:
+                self._save_order(order)
 
     def _insert_entry(self, entry: BatchEntry) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO batch ({_BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO batch ({_BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.batch_number, entry.stan, entry.rrn, entry.auth_code, entry.amount, entry.currency,
                 entry.masked_pan, entry.time.isoformat(), _dump(entry.original), entry.kind, int(entry.voided),
-                int(entry.uploaded), entry.original_stan,
+                int(entry.uploaded), entry.original_stan, entry.order_no,
             ),
         )
         if entry.original_stan is not None:
@@ -338,7 +396,7 @@ class TerminalState:
         rows = self._db.execute(f"SELECT {_BATCH_COLUMNS} FROM batch {where}", args).fetchall()
         return [
             BatchEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], datetime.fromisoformat(r[7]), _load(r[8]), r[9],
-                       bool(r[10]), bool(r[11]), r[12])
+                       bool(r[10]), bool(r[11]), r[12], r[13])
             for r in rows
         ]
 
@@ -350,6 +408,53 @@ class TerminalState:
         """The newest recorded transaction with this RRN, in any batch this file kept."""
         found = self._entries("WHERE rrn = ? ORDER BY batch_number DESC, rowid DESC LIMIT 1", (rrn,))
         return found[0] if found else None
+
+    # QR orders
+
+    def qr_learned(self, order: QrOrder, paid: BatchEntry | None = None) -> None:
+        """Keep what an answer said about an order (a query, a close, a refund), and let a payment newly known join
+        its batch, in one commit. Sends nothing, owes nothing: an owed reversal stays owed."""
+        _refuse_card_data(order.original)
+        if paid is not None:
+            _refuse_card_data(paid.original)
+        with self._db:
+            self._save_order(order)
+            if paid is not None:
+                known = self._db.execute(
+                    "SELECT 1 FROM batch WHERE batch_number = ? AND stan = ?", (paid.batch_number, paid.stan)
+                ).fetchone()
+                if known is None:
+                    self._insert_entry(paid)
+
+    def _save_order(self, order: QrOrder) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO qr_order ({_ORDER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                order.order_no, order.kind, order.batch_number, order.stan, order.amount, order.currency, order.status,
+                _dump(order.original), order.created.isoformat(), order.rrn, order.channel, order.wallet_txn_id,
+                order.refunded, order.expires_at,
+            ),
+        )
+
+    def qr_order(self, order_no: str) -> QrOrder | None:
+        found = self._orders("WHERE order_no = ?", (order_no,))
+        return found[0] if found else None
+
+    def qr_orders(self, statuses: frozenset[str] | None = None, batch_number: int | None = None) -> list[QrOrder]:
+        """Orders this file knows, oldest first: those in `statuses`, of `batch_number`, when given."""
+        rows = self._orders("ORDER BY rowid", ())
+        return [
+            o for o in rows
+            if (statuses is None or o.status in statuses) and (batch_number is None or o.batch_number == batch_number)
+        ]
+
+    def _orders(self, where: str, args: tuple[object, ...]) -> list[QrOrder]:
+        rows = self._db.execute(f"SELECT {_ORDER_COLUMNS} FROM qr_order {where}", args).fetchall()
+        return [
+            QrOrder(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _load(r[7]), datetime.fromisoformat(r[8]), r[9], r[10],
+                    r[11], r[12], r[13])
+            for r in rows
+        ]
 
     # advices
 
@@ -479,7 +584,8 @@ class TerminalState:
             self._db.execute("DELETE FROM pending_reversal")
 
     def reversal_acknowledged(self, reversal: PendingReversal) -> None:
-        """The host took the reversal: forget it, and take the reversed transaction out of the batch."""
+        """The host took the reversal: forget it, and take the reversed transaction out of the batch
+        (a reversed QR order is marked so: the host closed it, or refunded its wallet)."""
         with self._db:
             self._db.execute("DELETE FROM pending_reversal")
             row = self._db.execute(
@@ -492,6 +598,11 @@ class TerminalState:
                 )
             self._db.execute(
                 "DELETE FROM batch WHERE batch_number = ? AND stan = ?", (reversal.batch_number, reversal.original_stan)
+            )
+            self._db.execute(
+                "UPDATE qr_order SET status = 'reversed' WHERE batch_number = ? AND stan = ?"
+                f" AND status IN ({', '.join('?' * len(_UNDONE_BY_REVERSAL))})",
+                (reversal.batch_number, reversal.original_stan, *_UNDONE_BY_REVERSAL),
             )
 
 

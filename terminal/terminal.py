@@ -9,10 +9,16 @@ then 0401 repeats) and forgets it only when the host answers 0410 with 00.
 If the host stays silent it is still owed, and goes before the next purchase.
 
 Advice discipline: a kind whose dialect entry says `on_timeout: repeat`
-(refund, offline) is queued in the state before it is first sent, its card
-data sealed under the TMK, and goes again as 0221 until the host answers
-anything at all. Every online request first sends the owed reversal (and
-stops if it is not taken), then the queued advices.
+(refund, offline, qr_refund) is queued in the state before it is first
+sent, its card data (if it has any) sealed under the TMK, and goes again as
+0221 until the host answers anything at all. Every online request first
+sends the owed reversal (and stops if it is not taken), then the queued advices.
+
+QR payments follow the same disciplines with no card: a qr_order or
+qr_sale is reversed when unanswered, a qr_refund is an advice. An order
+joins the batch (in the batch it was made in, as the host counts it) once
+an answer says it is paid: the qr_sale's 00, or a later query, close or
+refund answer. Polling an order to its end is terminal/qr_flows.py.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from possim.hsm_mock.pinblock import PinBlockError
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec, CodecError
+from possim.wire.emv_cpm import authorization_fields, decode_cpm
 from possim.wire.framing import FramingError, frame
 from possim.wire.message import Message
+from possim.wire.payment_code import looks_like_emv_cpm
+from possim.wire.qr_data import QrDataError
 from possim.wire.trace import trace_record
 
 from .advice_store import seal, split_card_data, unseal
@@ -39,10 +48,17 @@ from .emv import ChipRead, chip_data
 from .link import Link, LinkError, LinkTimeout
 from .messages import (
     CHIP_ENTRIES,
+    CLOSED,
     ENTRY_MODES,
+    OPEN_ORDER,
+    PAID_ORDER,
+    PAYING,
+    QR_KINDS,
+    QR_MAKES_ORDER,
     REASON_CANCELLED,
     REASON_NO_ANSWER,
     REASON_UNREADABLE,
+    REVERSED,
     OriginalRef,
     answer_body,
     answer_problem,
@@ -52,6 +68,10 @@ from .messages import (
     build_sign_on,
     check_amount,
     check_purchase,
+    qr_answer_problem,
+    qr_data_of,
+    qr_response_text,
+    qr_time,
     response_text,
     reversal_original,
     reversal_reuses_stan,
@@ -59,13 +79,15 @@ from .messages import (
 from .pin_pad import EncryptedPin, under_dukpt, under_working_key
 from .profile import TerminalProfile
 from .results import AdviceOutcome, AdviceRun, BatchCloseResult, ReversalOutcome, TerminalError, TransactionResult, Unreadable
-from .state import Advice, BatchEntry, PendingReversal, TerminalState
+from .state import Advice, BatchEntry, PendingReversal, QrOrder, TerminalState
 
 APPROVED = "00"
 OFFLINE_APPROVED = "Y1"
 """EMV's authorization response code for an offline approval: the result's code for `offline`."""
 VOIDABLE = {"sale": "sale_void", "completion": "completion_void"}
 """What voids each kind of the open batch."""
+ORDER_NO_LONGEST = 64
+"""An order number longer than this is no host's: refused before anything is sent."""
 _MACED_KINDS = ("10", "20", "22", "40", "42", "50", "32")
 """Request kinds (MTI digits 2-3) that carry a MAC, and whose answers must."""
 
@@ -233,7 +255,7 @@ class Terminal:
                 batch_number=self.state.batch_number, chip=chip, local_auth_code=code,
             )
             self._frame(request)  # refuse now what could never be sent
-            advice = self._advice_of("offline", request, card, now, tmk)
+            advice = self._advice_of("offline", request, card.masked_pan, now, tmk)
             entry_row = BatchEntry(
                 advice.batch_number, stan, None, code, amount, self.profile.currency, card.masked_pan, now,
                 reversal_original(request), "offline",
@@ -283,47 +305,193 @@ class Terminal:
                     last.original, last.batch_number, REASON_CANCELLED, None, 0, last.masked_pan, self.clock()
                 )
                 self.state.save_reversal(owed)
-            outcome = await self._deliver(owed)
-            original = owed.original
-            return TransactionResult(
-                operation="reversal",
-                tid=self.profile.tid,
-                request_mti=outcome.mti or "0400",
-                mti="0410" if outcome.response_code is not None else None,
-                stan=outcome.stan,
-                response_code=outcome.response_code,
-                approved=outcome.acknowledged,
-                rrn=None,
-                auth_code=None,
-                amount=owed.amount,
-                currency=original.get(49),
-                masked_pan=owed.masked_pan,
-                message=outcome.message,
-                timed_out=outcome.timed_out,
-                sent=outcome.attempts > owed.attempts,
-                reversal=outcome,
-            )
+            return self._reversal_result(owed, await self._deliver(owed))
 
     async def batch_close(self) -> BatchCloseResult:
         """Close the open batch as docs/transactions.md "Batch close" says; call again to resume an interrupted one
-        (terminal/batch_close.py)."""
+        (terminal/batch_close.py).
+
+        First asks the state of every order of the batch still open here: a
+        wallet that paid since the last answer counts in the totals, as the host counts it.
+        """
         async with self._busy:
+            if self.state.close_progress().phase is None:
+                await self._refresh_orders()
             return await BatchCloser(self).close()
+
+    # QR
+
+    async def qr_order(self, amount: int) -> TransactionResult:
+        """Create a merchant-presented order for `amount` minor units: the answer gives its order number, the EMV
+        payload to show the payer and when it expires.
+
+        Reversed when unanswered (the host then closes the order, or refunds
+        the wallet that paid it already). It joins the batch only once a
+        query, close or refund answer says it is paid.
+        """
+        check_amount(amount)
+        return await self._online("qr_order", amount, None, "swipe", None)
+
+    async def qr_query(self, order_no: str) -> TransactionResult:
+        """Ask the state of an order; `approved` when it is paid. A payment learned here joins the batch."""
+        return await self._online("qr_query", None, None, "swipe", None, qr={"order_no": _order_no(order_no)})
+
+    async def qr_close(self, order_no: str) -> TransactionResult:
+        """Close an unpaid order so no wallet can pay it any more. The answer's status is what the order is after:
+        closed, or paid when a wallet paid first (then it joins the batch, and `approved` is set)."""
+        return await self._online("qr_close", None, None, "swipe", None, qr={"order_no": _order_no(order_no)})
+
+    async def qr_scan(self, code: str, amount: int) -> TransactionResult:
+        """Take `amount` with a code the payer shows: a wallet payment code (digits) goes as a qr_sale; an EMV
+        consumer-presented code (base64) is a card, sold as one (kind `sale`, its card data from the code).
+
+        A qr_sale answers 00 (paid, into the batch) or 09: the wallet waits
+        for the payer's password; qr_flows.settle_scan polls it and cancels
+        it when it does not come. Both are reversed when unanswered. The
+        code is judged by the host, not here: anything of digits is sent.
+        """
+        check_amount(amount)
+        text = code.strip()
+        if looks_like_emv_cpm(text):
+            scanned = decode_cpm(text)
+            return await self._online("sale", amount, None, "swipe", None, card_fields=authorization_fields(scanned),
+                                      scanned_pan=scanned.masked_pan() or "")
+        stray = next((i for i, ch in enumerate(text) if not ("0" <= ch <= "9")), None)
+        if not text or stray is not None:
+            where = f"a character other than a digit at offset {stray}" if stray is not None else "nothing"
+            raise ValueError(f"scanned code: {where}; expected a wallet payment code (digits) "
+                             "or an EMV consumer-presented code (base64)")
+        return await self._online("qr_sale", amount, None, "swipe", None, qr={"payment_code": text})
+
+    async def qr_refund(self, order_no: str, amount: int) -> TransactionResult:
+        """Give back (part of) a paid order: an advice (0220), repeated (0221) until answered, never reversed.
+
+        It carries no card, so nothing is sealed and no TMK is needed. The
+        host answers 13 for more than remains, 25 for an order not paid (or
+        not this terminal's); an approved refund joins the batch as a credit.
+        """
+        check_amount(amount)
+        return await self._online("qr_refund", amount, None, "swipe", None, qr={"order_no": _order_no(order_no)})
+
+    async def qr_cancel(self, order_no: str, reason: str = REASON_CANCELLED) -> TransactionResult:
+        """Reverse the request that made an order of this terminal (its qr_order or qr_sale): the host closes it
+        unpaid, or gives the wallet its money back. Owed until the host acknowledges it, like any reversal.
+
+        A reversal owed from before goes first; while it is not taken this
+        one is not sent. An order refunded in part is refused here: the host
+        would acknowledge the reversal and undo nothing.
+        """
+        async with self._busy:
+            self._refuse_during_close()
+            order = self.state.qr_order(_order_no(order_no))
+            if order is None:
+                raise TerminalError(f"terminal {self.profile.tid}: order {order_no} is not one this terminal made "
+                                    f"(its state {self.state.path} does not know it)")
+            if order.refunded:
+                raise TerminalError(f"order {order.order_no} was refunded in part ({order.refunded}): "
+                                    "reverse nothing on top of a refund")
+            if order.status in (CLOSED, REVERSED):
+                raise TerminalError(f"order {order.order_no} is {order.status} already: nothing to cancel")
+            owed = self.state.pending_reversal()
+            prior = None
+            if owed is not None and (owed.batch_number, owed.original_stan) != (order.batch_number, order.stan):
+                prior = await self._deliver(owed)
+                if not prior.acknowledged:
+                    return replace(self._blocked(order.kind, order.amount, None, prior), operation="reversal",
+                                   request_mti="0400", order_no=order.order_no,
+                                   message=f"reversal of order {order.order_no} not sent: {prior.message}")
+                owed = None
+            if owed is None:
+                owed = PendingReversal(order.original, order.batch_number, reason, None, 0, "", self.clock())
+                self.state.save_reversal(owed)
+            outcome = await self._deliver(owed)
+            after = self.state.qr_order(order.order_no)
+            return replace(self._reversal_result(owed, outcome), prior_reversal=prior, order_no=order.order_no,
+                           status=after.status if after is not None and outcome.acknowledged else None,
+                           channel=order.channel, wallet_txn_id=order.wallet_txn_id)
+
+    async def _refresh_orders(self) -> None:
+        """Ask the state of the open batch's orders still open here; stops quietly when the host cannot be reached."""
+        for order in self.state.qr_orders(OPEN_ORDER, self.state.batch_number):
+            request = build_request(
+                self.dialect, "qr_query", tid=self.profile.tid, mid=self.profile.mid, stan=self.state.next_stan(),
+                now=self.clock(), amount=None, currency=self.profile.currency, card=None, pin_pad=self.profile.pin_pad,
+                batch_number=self.state.batch_number, qr={"order_no": order.order_no},
+            )
+            try:
+                await self._send("qr_query", request, None, self.clock(), None, False)
+            except LinkError:
+                return
+
+    def _qr_learned(self, kind: str, request: Message, answer: Message, now: datetime) -> tuple[BatchEntry | None, QrOrder | None]:
+        """What a QR answer teaches the state: the order it made (or the known one it names, as it is now) and, when
+        it newly says the order is paid, the batch entry of that payment."""
+        if answer[39] not in (APPROVED, PAYING):
+            return None, None
+        data = qr_data_of(self.dialect, answer)  # qr_answer_problem has read it already
+        previous = None
+        if kind in QR_MAKES_ORDER:
+            order = QrOrder(
+                data["order_no"], kind, self.state.batch_number, request[11], _amount(request) or 0, request[49],
+                data["status"], reversal_original(request), now, answer.get(37),
+            )
+        else:
+            previous = self.state.qr_order(data["order_no"])
+            if previous is None:
+                return None, None
+            order = previous
+        order = replace(
+            order, status=data["status"], channel=data.get("channel") or order.channel,
+            wallet_txn_id=data.get("wallet_txn_id") or order.wallet_txn_id,
+            refunded=int(data["refunded"]) if data.get("refunded", "").isdigit() else order.refunded,
+            expires_at=data.get("expires_at") or order.expires_at,
+        )
+        if order.status not in PAID_ORDER or (previous is not None and previous.status in PAID_ORDER):
+            return None, order
+        paid = BatchEntry(order.batch_number, order.stan, order.rrn, None, order.amount, order.currency, "",
+                          order.created, order.original, order.kind, order_no=order.order_no)
+        return paid, order
+
+    def _with_qr(self, result: TransactionResult, request: Message, answer: Message | None) -> TransactionResult:
+        """A QR result: the order's number and state from the answer (the number asked about when none came)."""
+        try:
+            data = qr_data_of(self.dialect, answer) if answer is not None else {}
+            asked = qr_data_of(self.dialect, request)
+        except QrDataError:
+            data, asked = {}, {}
+        status = data.get("status")
+        order_no = data.get("order_no") or asked.get("order_no")
+        approved = result.approved
+        message = qr_response_text(result.response_code) if answer is not None else result.message
+        if result.operation in ("qr_query", "qr_close") and result.response_code == APPROVED:
+            approved = status in PAID_ORDER
+            message = f"order {order_no} is {status}"
+        return replace(
+            result, approved=approved, message=message, order_no=order_no, status=status,
+            channel=data.get("channel"), wallet_txn_id=data.get("wallet_txn_id"), payload=data.get("payload"),
+            expires_at=qr_time(data.get("expires_at")),
+            refunded=int(data["refunded"]) if data.get("refunded", "").isdigit() else None,
+        )
 
     # one online transaction
 
     async def _online(
         self, kind: str, amount: int | None, card: Card | None, entry: str, pin: str | None,
         original: OriginalRef | None = None, processing_code: str | None = None, voids: str | None = None,
+        qr: dict[str, str] | None = None, card_fields: dict[int, str] | None = None, scanned_pan: str | None = None,
     ) -> TransactionResult:
-        """Any online kind: backlog first, then the request, with the reversal or advice discipline its dialect entry says."""
+        """Any online kind: backlog first, then the request, with the reversal or advice discipline its dialect entry says.
+
+        `qr` is a QR kind's QR data; `card_fields` a card read from a scanned
+        code (`scanned_pan` its masked PAN), sent instead of `card`.
+        """
         spec = self.dialect.transaction(kind)
         self._check_entry(entry)
         if pin is not None and not self.profile.pin_pad:
             raise TerminalError(f"terminal {self.profile.tid} has no PIN pad (pin_pad: false)")
         if pin is not None and card is None:
             raise TerminalError("a PIN needs the card presented (it is bound to the PAN)")
-        tmk = self._advice_key(f"a {kind}") if spec.on_timeout == "repeat" else None
+        tmk = self._advice_key(f"a {kind}") if spec.on_timeout == "repeat" and card is not None else None
         async with self._busy:
             self._refuse_during_close()
             prior, advices = await self._backlog()
@@ -339,11 +507,11 @@ class Terminal:
                 self.dialect, kind, tid=self.profile.tid, mid=self.profile.mid, stan=stan, now=now, amount=amount,
                 currency=self.profile.currency, card=card, entry=entry, pin_pad=self.profile.pin_pad,
                 batch_number=self.state.batch_number, pin=encrypted, chip=chip, original=original,
-                processing_code=processing_code,
+                processing_code=processing_code, qr=qr, card_fields=card_fields,
             )
-            masked = card.masked_pan if card is not None else self._voided_pan(voids)
-            if tmk is not None and card is not None:
-                result = await self._send_advice_now(kind, request, card, now, tmk)
+            masked = card.masked_pan if card is not None else scanned_pan or self._voided_pan(voids)
+            if spec.on_timeout == "repeat":
+                result = await self._send_advice_now(kind, request, masked or "", now, tmk)
             else:
                 result = await self._send(kind, request, masked, now, voids, spec.on_timeout == "reverse")
             return replace(result, prior_reversal=prior, prior_advices=tuple(advices))
@@ -351,7 +519,7 @@ class Terminal:
     async def _send(
         self, kind: str, request: Message, masked: str | None, now: datetime, voids: str | None, reversed_: bool
     ) -> TransactionResult:
-        """Send a request that is reversed on no answer (or, for a balance, simply reported)."""
+        """Send a request that is reversed on no answer (or, for a balance, a QR query or close, simply reported)."""
         data = self._frame(request)
         reversal = None
         if reversed_:
@@ -375,6 +543,13 @@ class Terminal:
                 self.state.save_reversal(reversal)
                 outcome = await self._deliver(reversal)
             return self._unanswered(kind, request, f"answer unreadable: {exc}", False, masked, outcome)
+        if kind in QR_KINDS:
+            paid, order = self._qr_learned(kind, request, answer, now)
+            if reversed_:
+                self.state.answered(paid, order)
+            elif order is not None:
+                self.state.qr_learned(order, paid)
+            return self._answered(kind, request, answer, masked)
         approved = None
         if answer[39] == APPROVED and kind != "balance":
             approved = BatchEntry(
@@ -389,20 +564,24 @@ class Terminal:
         """A void sent without the card shows (and keeps) the voided entry's masked PAN."""
         return next((e.masked_pan for e in self.state.open_batch() if e.stan == stan), None) if stan else None
 
-    async def _send_advice_now(self, kind: str, request: Message, card: Card, now: datetime, tmk: bytes) -> TransactionResult:
-        """An online advice (refund): queued before it leaves, then sent once; unanswered, it stays queued for 0221."""
+    async def _send_advice_now(
+        self, kind: str, request: Message, masked: str, now: datetime, tmk: bytes | None
+    ) -> TransactionResult:
+        """An online advice (refund, qr_refund): queued before it leaves, then sent once; unanswered, it stays queued
+        for 0221."""
         self._frame(request)
-        advice = self.state.queue_advice(self._advice_of(kind, request, card, now, tmk))
+        advice = self.state.queue_advice(self._advice_of(kind, request, masked, now, tmk))
         outcome, answer = await self._deliver_advice(advice, tries=1, drop_unsent=True)
         if answer is not None:
-            return self._answered(kind, request, answer, card.masked_pan)
-        return TransactionResult(
+            return self._answered(kind, request, answer, masked or None)
+        result = TransactionResult(
             operation=kind, tid=self.profile.tid, request_mti=request.mti, mti=None, stan=request[11],
             response_code=None, approved=False, rrn=None, auth_code=None, amount=_amount(request),
-            currency=request.get(49), masked_pan=card.masked_pan,
+            currency=request.get(49), masked_pan=masked or None,
             message=f"{outcome.message}; queued as an advice, repeated (0221) until the host answers",
             timed_out=outcome.timed_out, sent=True, queued=True,
         )
+        return self._with_qr(result, request, None) if kind in QR_KINDS else result
 
     # advices
 
@@ -414,11 +593,14 @@ class Terminal:
             )
         return self._tmk
 
-    def _advice_of(self, kind: str, request: Message, card: Card, now: datetime, tmk: bytes) -> Advice:
+    def _advice_of(self, kind: str, request: Message, masked: str, now: datetime, tmk: bytes | None) -> Advice:
+        """The advice to keep: the request without its card data, which goes sealed under the TMK (an advice
+        without a card, a qr_refund, seals nothing and needs no TMK)."""
         safe, card_fields = split_card_data(request.fields)
-        return Advice(
-            kind, self.state.batch_number, Message(request.mti, safe), seal(tmk, card_fields), card.masked_pan, 0, now
-        )
+        sealed = None
+        if card_fields:
+            sealed = seal(tmk if tmk is not None else self._advice_key(f"a {kind}"), card_fields)
+        return Advice(kind, self.state.batch_number, Message(request.mti, safe), sealed, masked, 0, now)
 
     async def _backlog(self) -> tuple[ReversalOutcome | None, list[AdviceOutcome]]:
         """The owed reversal, then (once it is taken) the queued advices, oldest first; stops at the first left unanswered."""
@@ -441,9 +623,9 @@ class Terminal:
     ) -> tuple[AdviceOutcome, Message | None]:
         """Send an advice (0220, then 0221) until the host answers anything; its card data is unsealed per send."""
         problem, timed_out, mti = "", False, None
-        tmk = self._advice_key(f"advice STAN {advice.stan}")
+        tmk = self._advice_key(f"advice STAN {advice.stan}") if advice.sealed_card is not None else None
         for _ in range(tries):
-            card_fields = unseal(tmk, advice.sealed_card) if advice.sealed_card is not None else {}
+            card_fields = unseal(tmk, advice.sealed_card) if tmk is not None and advice.sealed_card is not None else {}
             repeat_mti = advice.message.mti[:3] + ("1" if advice.attempts else "0")
             request = Message(repeat_mti, {**advice.message.fields, **card_fields})
             data = self._frame(request)
@@ -467,13 +649,19 @@ class Terminal:
                 continue
             code = answer[39]
             joins = None
+            qr = advice.kind in QR_KINDS
             if code == APPROVED and advice.kind != "offline":  # an offline sale is in the batch already
                 joins = BatchEntry(
                     advice.batch_number, advice.stan, answer.get(37), answer.get(38), advice.amount or 0,
                     advice.message.get(49) or self.profile.currency, advice.masked_pan, advice.created,
                     reversal_original(advice.message), advice.kind,
+                    order_no=qr_data_of(self.dialect, advice.message).get("order_no") if qr else None,
                 )
             self.state.advice_answered(advice, code, answer.get(37), joins)
+            if qr:  # the refund's answer tells the order's refunded total, and that it was paid
+                paid, order = self._qr_learned(advice.kind, request, answer, advice.created)
+                if order is not None:
+                    self.state.qr_learned(order, paid)
             return AdviceOutcome(
                 advice.kind, advice.stan, True, code, advice.attempts, request.mti, False,
                 f"{advice.kind} advice STAN {advice.stan} answered {code} ({response_text(code)})",
@@ -622,7 +810,7 @@ class Terminal:
             answer = self.codec.decode(body)
         except CodecError as exc:
             raise Unreadable(str(exc)) from None
-        problem = answer_problem(request, answer)
+        problem = answer_problem(request, answer) or qr_answer_problem(self.dialect, request, answer)
         if problem is None and self._mac is not None and self._mac.field_for(request) in request:
             key = self._mac_key()
             problem = self._mac.verify(body, key) if key is not None else "no MAC key to check the answer"
@@ -640,23 +828,34 @@ class Terminal:
 
     def _answered(self, operation: str, request: Message, answer: Message, masked_pan: str | None = None) -> TransactionResult:
         code = answer[39]
-        return TransactionResult(
+        result = TransactionResult(
             operation=operation, tid=self.profile.tid, request_mti=request.mti, mti=answer.mti,
             stan=request[11], response_code=code, approved=code == APPROVED, rrn=answer.get(37),
             auth_code=answer.get(38), amount=_amount(request), currency=request.get(49),
             masked_pan=masked_pan, message=response_text(code), timed_out=False, sent=True,
         )
+        return self._with_qr(result, request, answer) if operation in QR_KINDS else result
 
     def _unanswered(
         self, operation: str, request: Message, problem: str, timed_out: bool, masked_pan: str | None = None,
         reversal: ReversalOutcome | None = None,
     ) -> TransactionResult:
         message = problem if reversal is None else f"{problem}; {reversal.message}"
-        return TransactionResult(
+        result = TransactionResult(
             operation=operation, tid=self.profile.tid, request_mti=request.mti, mti=None, stan=request[11],
             response_code=None, approved=False, rrn=None, auth_code=None, amount=_amount(request),
             currency=request.get(49), masked_pan=masked_pan, message=message,
             timed_out=timed_out, sent=True, reversal=reversal,
+        )
+        return self._with_qr(result, request, None) if operation in QR_KINDS else result
+
+    def _reversal_result(self, owed: PendingReversal, outcome: ReversalOutcome) -> TransactionResult:
+        return TransactionResult(
+            operation="reversal", tid=self.profile.tid, request_mti=outcome.mti or "0400",
+            mti="0410" if outcome.response_code is not None else None, stan=outcome.stan,
+            response_code=outcome.response_code, approved=outcome.acknowledged, rrn=None, auth_code=None,
+            amount=owed.amount, currency=owed.original.get(49), masked_pan=owed.masked_pan, message=outcome.message,
+            timed_out=outcome.timed_out, sent=outcome.attempts > owed.attempts, reversal=outcome,
         )
 
     def _blocked(self, kind: str, amount: int | None, card: Card | None, prior: ReversalOutcome) -> TransactionResult:
@@ -675,3 +874,11 @@ def _reference(entry: BatchEntry) -> OriginalRef:
 
 def _amount(request: Message) -> int | None:
     return int(request[4]) if 4 in request else None
+
+
+def _order_no(order_no: str) -> str:
+    """An order number as typed, checked before anything is sent (the host judges whether it knows it)."""
+    text = order_no.strip()
+    if not text or len(text) > ORDER_NO_LONGEST or not text.isascii() or not text.isprintable() or " " in text:
+        raise ValueError(f"order number must be 1 to {ORDER_NO_LONGEST} visible ASCII characters without spaces")
+    return text

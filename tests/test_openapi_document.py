@@ -142,6 +142,7 @@ def test_every_operation_the_brief_names_is_there(doc: dict[str, Any]):
         ("/v1/orders/{out_order_no}/refunds", "post"),
         ("/v1/orders/{out_order_no}/refunds/{out_refund_no}", "get"),
         ("/wallet/v1/payments", "post"),
+        ("/wallet/v1/payments", "get"),
         ("/wallet/v1/payments/{wallet_txn_id}/confirm", "post"),
         ("/wallet/v1/balance", "get"),
         ("orderEvent", "post"),

@@ -372,7 +372,7 @@ def _encode_level(fields: Mapping[str, Any], parent: str) -> str:
 def dynamic_order_qr(*, merchant_account: Mapping[str, str], mcc: str, currency: str, amount_minor: int | None,
                      country: str, name: str, city: str, reference: str | None, terminal_label: str | None,
                      language: Mapping[str, str] | None = None) -> str:
-    """A dynamic (01 = "12") EMV payload for one order, validated strictly.
+    """An EMV payload for one order, validated strictly: dynamic (01 = "12") with an amount, static ("11") without.
 
     The merchant account goes into template 26; the amount is given in minor
     units and written in major units with the currency's exponent.
@@ -382,7 +382,7 @@ def dynamic_order_qr(*, merchant_account: Mapping[str, str], mcc: str, currency:
     except ValueError as exc:
         raise QrEncodeError("53", str(exc)) from None
     fields: dict[str, str | Mapping[str, str]] = {
-        "00": "01", "01": "12", "26": merchant_account, "52": mcc, "53": cur.numeric,
+        "00": "01", "01": "12" if amount_minor is not None else "11", "26": merchant_account, "52": mcc, "53": cur.numeric,
         "58": country, "59": name, "60": city,
     }
     if amount_minor is not None:
