@@ -364,6 +364,18 @@ def host_run(
         core.close()
 
 
+def _read_qr_image(path: str) -> str:
+    """The text of the QR code in an image file, or one readable error naming the file."""
+    from possim.wire.qr_image import read_qr_png
+
+    try:
+        return read_qr_png(Path(path).read_bytes())
+    except OSError as exc:
+        raise CommandError(f"{path}: {_one_line(exc)}") from None
+    except ValueError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+
+
 def _joined(address: tuple[str, int] | None) -> str | None:
     return f"{address[0]}:{address[1]}" if address else None
 
@@ -736,17 +748,11 @@ def pos_qr_scan(amount: str, code: str | None, image_path: str | None, wait: flo
     """Take a payment from a code the payer shows: a wallet payment code is a QR sale (00 paid, 09 waiting for
     the payer's password), an EMV consumer-presented code is a card sale."""
     from possim.terminal.qr_flows import settle_scan
-    from possim.wire.qr_image import read_qr_png
 
     if (code is None) == (image_path is None):
         raise click.UsageError("give the scanned code with exactly one of --code CODE and --image PNG")
     if image_path is not None:
-        try:
-            code = read_qr_png(Path(image_path).read_bytes())
-        except OSError as exc:
-            raise CommandError(f"{image_path}: {_one_line(exc)}") from None
-        except ValueError as exc:
-            raise CommandError(f"{image_path}: {exc}") from None
+        code = _read_qr_image(image_path)
     scanned = code or ""
 
     async def act(terminal: Any) -> Any:
@@ -1089,15 +1095,9 @@ def qr_decode(payload: str, strict: bool, image: bool, as_json: bool) -> None:
     """
     from possim.wire.emv_cpm import CpmError, decode_cpm
     from possim.wire.emv_qr import decode_mpm
-    from possim.wire.qr_image import read_qr_png
 
     if image:
-        try:
-            payload = read_qr_png(Path(payload).read_bytes())
-        except OSError as exc:
-            raise CommandError(f"{payload}: {_one_line(exc)}") from None
-        except ValueError as exc:
-            raise CommandError(f"{payload}: {exc}") from None
+        payload = _read_qr_image(payload)
     if payload.startswith("hQ"):
         try:
             cpm = decode_cpm(payload)
