@@ -147,7 +147,7 @@ class OrderApi:
         return created
 
     async def get_order(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
-        self._expire()
+        self.core.orders.close_expired(self.core.clock())
         return _json(order_json(self._order(caller, request)))
 
     async def get_qr_png(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
@@ -216,7 +216,7 @@ class OrderApi:
         password = _text(body, "password", 32)
         if password is None:
             raise ApiError("INVALID_REQUEST", "password: required")
-        self._expire()
+        self.core.orders.close_expired(self.core.clock())
         try:
             change = self.core.orders.confirm(wallet_txn_id=wallet_txn_id, account=account, password=password,
                                               now=self.core.clock())
@@ -233,7 +233,7 @@ class OrderApi:
     async def wallet_payments(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
         """The account's payments waiting for its password: what a wallet app shows on opening."""
         account = self._wallet(caller)
-        self._expire()
+        self.core.orders.close_expired(self.core.clock())
         waiting = [o for o in self.core.journal.orders() if o.wallet_account == account.name and o.status == "paying"]
         return _json({"payments": [self._payment_json(o, account) for o in waiting]})
 
@@ -293,11 +293,6 @@ class OrderApi:
             return order.order_no, order.amount, order.currency
         currency = money.currency(str(fields.get("53", "156")))
         return None, amount if amount is not None else money.parse_major(fields["54"], currency), currency.numeric
-
-    def _expire(self) -> None:
-        now = self.core.clock()
-        for change in self.core.orders.expire(now):
-            self._commit(change)
 
     def _commit(self, change: Change) -> None:
         self.core.journal.record(Unit(at=self.core.clock().isoformat(timespec="milliseconds"), **change.unit_parts()))

@@ -77,12 +77,10 @@ class OrderTimers:
 
     def expire_due(self) -> int:
         """Close every order whose time is up; returns how many."""
-        changes = self.core.orders.expire(self.core.clock())
-        for change in changes:
-            self.core.journal.record(Unit(at=_stamp(self.core), **change.unit_parts()))
-        if changes:
-            log.info("%d QR order(s) expired and closed", len(changes))
-        return len(changes)
+        closed = self.core.orders.close_expired(self.core.clock())
+        if closed:
+            log.info("%d QR order(s) expired and closed", closed)
+        return closed
 
     async def deliver(self, notification: Notification) -> bool:
         """One attempt; the journal records its outcome. True when the partner acknowledged."""

@@ -61,7 +61,7 @@ class QrFront:
             if order is None or order.terminal_id != message[41]:
                 raise QrRefusal("ORDER_NOT_FOUND", f"order {data['order_no']} is not one of terminal {message[41]}", "25")
             if kind_name == "qr_query":
-                self._expire(req)
+                self.orders.close_expired(req.now)
                 return self._answer(req, "00", host.journal.order(order.order_no) or order, rule)
             if kind_name == "qr_close":
                 return self._close(req, order, rule)
@@ -104,14 +104,14 @@ class QrFront:
 
     # ---- reversal (from the host's 0400 flow) ----
 
-    def reverse(self, original: Transaction, message: Message, at_now: _Request) -> tuple[Change | None, str]:
+    def reverse(self, original: Transaction, message: Message, req: _Request) -> tuple[Change | None, str]:
         """What a reversal of `original` (an order or a scan) changes, and the note to journal with it."""
         order = self._host.journal.order(original.order_no or "")
         if order is None:
             return None, f"transaction {original.id} names no QR order: nothing reversed"
         fields = {"reversal_mti": message.mti, "reversal_stan": message[11], "reversal_reason": message.get(39)}
         try:
-            change = self.orders.reverse(order, original, at_now.now, fields)
+            change = self.orders.reverse(order, original, req.now, fields)
         except QrRefusal as refusal:
             return None, f"does not reverse transaction {original.id}: {refusal}"
         was = "paid: the wallet is refunded" if order.status == PAID else "unpaid: closed"
@@ -204,11 +204,6 @@ class QrFront:
         if "qr_data" in host.dialect.roles:
             host.dialect.set_role(response, "qr_data", encode_qr_data(_qr_fields(order)))
         return response
-
-    def _expire(self, req: _Request) -> None:
-        """Orders past their time close before anyone reads their state."""
-        for change in self.orders.expire(req.now):
-            self._host.journal.record(Unit(at=req.at, **change.unit_parts()))
 
 
 def _qr_fields(order: Order) -> dict[str, str]:

@@ -28,7 +28,7 @@ from possim.wire import money
 from possim.wire.emv_qr import decode_mpm, dynamic_order_qr
 
 from .journal import (
-    APPROVED, CLOSED, PENDING, REVERSED, Journal, Notification, Order, Posting, QrRefund, Transaction,
+    APPROVED, CLOSED, PENDING, REVERSED, Journal, Notification, Order, Posting, QrRefund, Transaction, Unit,
 )
 from .partners import Partner
 from .registry import Merchant
@@ -211,7 +211,7 @@ class OrderService:
 
     # ---- closing, reversing, refunding ----
 
-    def close(self, order: Order, now: datetime, status: str = ORDER_CLOSED) -> Change:
+    def close(self, order: Order, now: datetime) -> Change:
         """Close an unpaid order (expired, or its creator gave up); closing a closed order changes nothing.
 
         A paid order is refused: closing must never hide money that moved.
@@ -221,10 +221,10 @@ class OrderService:
         if order.status not in OPEN:
             return Change(orders=(order,))
         at = _stamp(now)
-        closed = dataclasses.replace(order, status=status, closed_at=at, updated_at=at)
+        closed = dataclasses.replace(order, status=ORDER_CLOSED, closed_at=at, updated_at=at)
         updates = ()
         if (row := self._order_row(order)) is not None:
-            updates = (dataclasses.replace(row, status=CLOSED if status == ORDER_CLOSED else REVERSED, updated_at=at),)
+            updates = (dataclasses.replace(row, status=CLOSED, updated_at=at),)
         return Change(orders=(closed,), updates=updates, notifications=self._notify(closed, "order.closed", now))
 
     def reverse(self, order: Order, row: Transaction, now: datetime, reversal: dict[str, str | None]) -> Change:
@@ -273,9 +273,13 @@ class OrderService:
             notifications=self._notify(refunded, "order.refunded", now),
         )
 
-    def expire(self, now: datetime) -> list[Change]:
-        """Close what is due: unpaid orders past their validity, payment codes nobody confirmed in time."""
-        return [self.close(order, now) for order in self.journal.orders_due(_stamp(now))]
+    def close_expired(self, now: datetime) -> int:
+        """Close and commit what is due — unpaid orders past their validity, payment codes nobody confirmed
+        in time — as the timers tick and before anyone reads an order's state; returns how many."""
+        due = self.journal.orders_due(_stamp(now))
+        for order in due:
+            self.journal.record(Unit(at=_stamp(now), **self.close(order, now).unit_parts()))
+        return len(due)
 
     # ---- helpers ----
 

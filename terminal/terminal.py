@@ -27,7 +27,7 @@ import asyncio
 import random
 from dataclasses import replace
 from datetime import date, datetime
-from typing import Any, Callable
+from typing import Callable
 
 from possim.hsm_mock.key_download import KeyDownloadError, clear_key, unpack
 from possim.hsm_mock.pinblock import PinBlockError
