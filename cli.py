@@ -1489,6 +1489,118 @@ def hsm_tr31_unwrap(kbpk: str, keyblock: str, as_json: bool) -> None:
     emit(as_json, result, lambda r: f"{r['key']}  (KCV {r['kcv']}, usage {r['header']['key_usage']})")
 
 
+# --- settle / recon ----------------------------------------------------------
+
+
+settle_db_option = click.option("--db", "db", default="journal.sqlite", show_default=True,
+                                type=click.Path(dir_okay=False, exists=True), help="The host's SQLite journal.")
+settle_date_option = click.option("--date", "business_date", required=True, help="Business date, e.g. 2026-12-04.")
+settle_fixtures_option = click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True),
+                                      help="Folder whose host.yaml, fees.yaml and merchants.yaml override the built-ins.")
+
+
+@cli.group(cls=PossimGroup)
+def settle() -> None:
+    """Business-day cut-over: settlement states, batches per merchant and channel, the settlement CSV and clearing file."""
+
+
+@settle.command("cutover")
+@settle_db_option
+@settle_date_option
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Folder for the settlement files (default: settlement/DATE beside the journal).")
+@settle_fixtures_option
+@json_option
+def settle_cutover(db: str, business_date: str, out: str | None, fixtures_dir: str | None, as_json: bool) -> None:
+    """Close a business date and settle it; running it again changes nothing. Exit 1 if a money invariant fails."""
+    from possim.settlement.jobs import run_cutover
+
+    report = run_cutover(db, business_date, fixtures_dir, out)
+    emit(as_json, report.to_json(), _render_cutover)
+    if report.failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _render_cutover(r: dict[str, Any]) -> str:
+    head = f"{r['business_date']}: " + ("already cut over at " if r["already"] else "cut over at ") + r["cutover_at"]
+    lines = [head, f"  {r['rows']} journal rows: " + ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items()))]
+    lines.append(f"  {'batch':<52} {'sales':>12} {'refunds':>10} {'adjust':>9} {'fees':>8} {'net':>12}  value date")
+    for b in r["batches"]:
+        lines.append(f"  {b['batch_id']:<52} {b['sales_amount']:>12} {b['refunds_amount']:>10} {b['adjustments']:>9}"
+                     f" {b['fees']:>8} {b['net']:>12}  {b['value_date']}")
+    lines += _render_invariants(r["invariants"])
+    lines += [f"  {name}: {path}" for name, path in r["files"].items()]
+    return "\n".join(lines)
+
+
+def _render_invariants(invariants: list[dict[str, Any]]) -> list[str]:
+    return [f"  {'PASS' if i['passed'] else 'FAIL'}  {i['name']}{' ' + i['currency'] if i['currency'] else ''}: {i['detail']}"
+            for i in invariants]
+
+
+@cli.group(cls=PossimGroup)
+def recon() -> None:
+    """Reconciliation of a settled date against terminal batches, clearing files and the bank statement."""
+
+
+@recon.command("run")
+@settle_db_option
+@settle_date_option
+@click.option("--file", "files", multiple=True, metavar="KIND=PATH", help="An external file: clearing=PATH (fixed-width, docs/settlement.md) or bank=PATH (statement CSV); repeatable.")
+@click.option("--key", help="Clearing match key columns, e.g. rrn,terminal_id (default: host.yaml's reconciliation.match_keys).")
+@click.option("--tolerance", help="Amounts this far apart still match, in major units (default: host.yaml's).")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Folder for the report, exceptions CSV and summary (default: recon/DATE beside the journal).")
+@settle_fixtures_option
+@json_option
+def recon_run(db: str, business_date: str, files: tuple[str, ...], key: str | None, tolerance: str | None,
+              out: str | None, fixtures_dir: str | None, as_json: bool) -> None:
+    """Match, classify and resolve; running it again resolves nothing twice. Exit 1 if a money invariant fails."""
+    from possim.settlement.jobs import run_recon
+    from possim.wire.money import currency as find_currency, parse_major
+
+    pairs = []
+    for given in files:
+        kind, sep, path = given.partition("=")
+        if not sep or not path:
+            raise click.BadParameter(f"{given!r} is not KIND=PATH", param_hint="--file")
+        pairs.append((kind, Path(path)))
+    minor = parse_major(tolerance, find_currency("156")) if tolerance is not None else None
+    result = run_recon(db, business_date, pairs, fixtures_dir, out, key, minor)
+    emit(as_json, result.to_json(), _render_recon)
+    if result.failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _render_recon(r: dict[str, Any]) -> str:
+    lines = [f"{r['business_date']} reconciliation run {r['run']}: {r['verdict']} ({r['new']} new discrepancies)"]
+    for s in r["sources"]:
+        lines.append(f"  source {s['kind']:<9} {s['path']}" + (f" ({s['records']} records)" if s["records"] is not None else ""))
+    for cls, c in r["classes"].items():
+        lines.append(f"  {cls:<20} {c['count']:>4}  amount {c['amount']:>10}  resolved {c['resolved']}, suspense"
+                     f" {c['suspense']}, exception {c['exception']}")
+    lines += _render_invariants(r["invariants"])
+    lines += [f"  {name}: {path}" for name, path in r["files"].items()]
+    return "\n".join(lines)
+
+
+@recon.command("make-file")
+@settle_db_option
+@settle_date_option
+@click.option("--kind", required=True, type=click.Choice(["clearing", "bank"]))
+@click.option("--inject", help="Discrepancies to put in, e.g. missing=3,amount=2,duplicate=1 (clearing: missing, amount, duplicate, unknown, status, fee, late; bank: missing, amount, duplicate, unidentified).")
+@click.option("--seed", default=1, show_default=True, type=int, help="Same journal and seed, same file.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@settle_fixtures_option
+@json_option
+def recon_make_file(db: str, business_date: str, kind: str, inject: str | None, seed: int, output: str,
+                    fixtures_dir: str | None, as_json: bool) -> None:
+    """Write a practice clearing file or bank statement from the journal, with the stated discrepancies."""
+    from possim.settlement.jobs import run_make_file
+
+    result = run_make_file(db, business_date, kind, inject, seed, output, fixtures_dir)
+    emit(as_json, result, lambda r: f"{r['file']}: {r['records']} {r['kind']} records; injected "
+                                    + (", ".join(f"{k} {len(v)}" for k, v in r["injected"].items()) or "nothing"))
+
+
 # --- demo --------------------------------------------------------------------
 
 

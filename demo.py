@@ -27,6 +27,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TextIO
 
@@ -40,6 +41,7 @@ from possim.acquirer.server import HostServer
 from possim.hsm_mock.client import TcpHsm
 from possim.hsm_mock.device import Hsm
 from possim.hsm_mock.server import HsmThread
+from possim.settlement.jobs import run_cutover, run_make_file, run_recon
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
 from possim.terminal.batch import batch_totals
 from possim.terminal.qr_flows import collect, settle_scan
@@ -58,6 +60,8 @@ from possim.wire.qr_image import qr_png, read_qr_png, terminal_screen_png
 from possim.wire.signed_http import SignedClient
 
 DEMO_SEED = 20261203
+DEMO_CLEARING_INJECT = "missing=1,amount=1,duplicate=1,unknown=1,status=1,fee=1"
+DEMO_BANK_INJECT = "amount=1,unidentified=1"
 QR_PARTNER = "cityhall-web"
 SERIAL_TERMINAL = "10000003"
 """The terminal that reaches the host over a virtual serial cable instead of TCP."""
@@ -188,6 +192,7 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
         qr = _QrDay(report, out / "qr", partner_site, clock)
         await _business_day(report, terminals, address, qr)
         files.update({f"qr_{path.stem}": path for path in sorted((out / "qr").glob("*.png"))})
+        files.update(await _settlement_days(report, terminals[1], files["journal"], out, core.calendar.date_of(clock()), clock))
     finally:
         for t in terminals:
             await t.link.close()
@@ -540,6 +545,74 @@ async def _late(terminal: Terminal, card: Card) -> dict[str, Any]:
     reversal = result["reversal"] or {}
     result["outcome"] = "reversed" if result["timed_out"] and reversal.get("acknowledged") else "not reversed"
     return result
+
+
+async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path, out: Path, day: str,
+                           clock: Clock) -> dict[str, Path]:
+    """Cut-over of the day, reconciliation against practice files with one discrepancy of several classes in
+    them (and the sale terminal 10000001 never counted, found from its batch upload), then the next day: a
+    purchase that belongs to it, and its cut-over netting the adjustments reconciliation made."""
+
+    def check(title: str, expected: str, got: str, detail: dict[str, Any]) -> None:
+        report.steps.append(StepResult(len(report.steps) + 1, title, "host", expected, got, detail))
+
+    def verdict(invariants: list[Any]) -> str:
+        return "PASS" if all(i.passed for i in invariants) else "FAIL"
+
+    cut = run_cutover(journal, day, out=out / "settlement" / day, clock=clock)
+    check(f"cut-over of {day}: every row settled or excluded, batches per merchant and channel, money invariants",
+          "PASS", verdict(cut.invariants), cut.to_json())
+    again = run_cutover(journal, day, out=out / "settlement" / day, clock=clock)
+    check("cut-over run again: changes nothing", "already done",
+          "already done" if again.result.already and again.result.batches == cut.result.batches else "changed", again.to_json())
+    external = out / "external"
+    clearing = run_make_file(journal, day, "clearing", DEMO_CLEARING_INJECT, DEMO_SEED, external / f"clearing-{day}.txt")
+    bank = run_make_file(journal, day, "bank", DEMO_BANK_INJECT, DEMO_SEED, external / f"bank-{day}.csv")
+    expected = {"unreversed_timeout": 1}
+    for made in (clearing, bank):
+        for cls, count in made["expected"].items():
+            expected[cls] = expected.get(cls, 0) + count
+    files = [("clearing", Path(clearing["file"])), ("bank", Path(bank["file"]))]
+    recon = run_recon(journal, day, files, out=out / "recon" / day, clock=clock)
+    found = {c["class"]: c["count"] for c in recon.summary["classes"] if c["count"]}
+    check("reconciliation against the clearing file and bank statement: each injected discrepancy found, nothing else",
+          _counts(expected), _counts(found), recon.to_json())
+    check("every discrepancy resolved automatically (adjustment, reversal or suspense), none left to a person",
+          "resolved", recon.summary["verdict"], {"discrepancies": recon.summary["discrepancies"]})
+    rerun = run_recon(journal, day, files, out=out / "recon" / day, clock=clock)
+    check("reconciliation run again: nothing resolved twice", "0 new", f"{rerun.new} new", rerun.to_json())
+    signed = await terminal.sign_on()  # the host's business date moved on at cut-over: sign on for the new day
+    sale = await terminal.purchase(2000, resolve_card("approve2"))
+    row = _row_date(journal, sale.rrn)
+    check("after cut-over: sign-on and a purchase, journaled on the next business date",
+          f"00 {_next(day)}", f"{sale.response_code} {row}", {"sign_on": signed.to_json(), "purchase": sale.to_json()})
+    cut2 = run_cutover(journal, _next(day), out=out / "settlement" / _next(day), clock=clock)
+    applied = cut2.result.adjustments_applied
+    check(f"cut-over of {_next(day)}: yesterday's adjustments netted in, money invariants",
+          "PASS", verdict(cut2.invariants) if applied else "no adjustments applied", cut2.to_json())
+    return {
+        "settlement_csv": Path(cut.result.files["settlement_csv"]), "clearing_file": Path(cut.result.files["clearing_file"]),
+        "practice_clearing": Path(clearing["file"]), "practice_bank": Path(bank["file"]),
+        "recon_report": Path(recon.files["report_html"]), "recon_exceptions": Path(recon.files["exceptions_csv"]),
+        "next_settlement_csv": Path(cut2.result.files["settlement_csv"]),
+    }
+
+
+def _counts(by_class: dict[str, int]) -> str:
+    return ", ".join(f"{cls} {n}" for cls, n in sorted(by_class.items()))
+
+
+def _next(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def _row_date(path: Path, rrn: str | None) -> str:
+    journal = Journal(path)
+    try:
+        row = journal.transaction_by_rrn(rrn or "")
+        return row.business_date if row is not None else "not journaled"
+    finally:
+        journal.close()
 
 
 def _journal_summary(path: Path) -> dict[str, Any]:

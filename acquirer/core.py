@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +57,7 @@ from .qr_front import QR_KINDS, REVERSIBLE as QR_REVERSIBLE, QrFront
 from .qr_orders import OrderService
 from .registry import Registry
 from .rules import Request, Rule, Rules
+from .business_day import MIDNIGHT, BusinessCalendar
 from .settings import HostSettings, QrSettings
 from .wallets import WalletNetwork
 
@@ -92,10 +93,11 @@ class _Request:
     """The message as it arrived, for checking its MAC."""
 
     @classmethod
-    def arrived(cls, message: Message, envelope: Envelope, peer: str, now: datetime, body: bytes = b"") -> _Request:
+    def arrived(cls, message: Message, envelope: Envelope, peer: str, now: datetime, business_date: str,
+                body: bytes = b"") -> _Request:
         sent = message.get(7)
         key_date = sent[:4] if sent is not None and len(sent) >= 4 else f"{now.month:02d}{now.day:02d}"
-        return cls(message, envelope, peer, now, _stamp(now), now.date().isoformat(), key_date, body)
+        return cls(message, envelope, peer, now, _stamp(now), business_date, key_date, body)
 
 
 class HostCore:
@@ -115,6 +117,7 @@ class HostCore:
         completion_tolerance_percent: int = 15,
         wallets: WalletNetwork | None = None,
         qr_settings: QrSettings = QrSettings(),
+        cutover_time: time = MIDNIGHT,
     ):
         """`hsm` is how PINs get checked: an HSM over TCP, or by default one in this process.
         `lmk` is the HSM's LMK (default: the published test LMK); the host keeps keys under it."""
@@ -144,7 +147,9 @@ class HostCore:
         self.completion_tolerance_percent = completion_tolerance_percent
         """How far above its pre-authorization a completion may go."""
         self._batch_close = BatchClose(self)
-        self.orders = OrderService(journal, wallets or WalletNetwork([], []), qr_settings, self._rng, self._rrn)
+        self.calendar = BusinessCalendar(journal, cutover_time)
+        self.orders = OrderService(journal, wallets or WalletNetwork([], []), qr_settings, self._rng, self._rrn,
+                                   self.calendar.date_of)
         """The QR order service, shared with the HTTP API (acquirer/http_api.py)."""
         self._qr = QrFront(self, self.orders)
         self._track_key_code = dialect.convention("sign_on_track_key_code")
@@ -199,7 +204,7 @@ class HostCore:
                 message = self.codec.decode(body)
             except CodecError as exc:
                 return self._undecodable(exc, envelope, peer, now)
-            return self._dispatch(_Request.arrived(message, envelope, peer, now, body))
+            return self._dispatch(_Request.arrived(message, envelope, peer, now, self.calendar.date_of(now), body))
         except FramingError as exc:
             log.warning("%s: %s; closing the connection", peer, exc)
             return Reply(close=True)
@@ -686,7 +691,7 @@ def build_host(
     return HostCore(
         dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk,
         preauth_hold=settings.preauth_hold, completion_tolerance_percent=settings.completion_tolerance_percent,
-        wallets=wallets, qr_settings=settings.qr,
+        wallets=wallets, qr_settings=settings.qr, cutover_time=settings.cutover_time,
     )
 
 

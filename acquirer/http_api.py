@@ -135,7 +135,7 @@ class OrderApi:
         if currency != merchant.currency:
             raise ApiError("CURRENCY_MISMATCH", f"currency {currency} is not merchant {merchant.id}'s currency {merchant.currency}")
         now = self.core.clock()
-        key = RowKey(partner.terminal_id, None, f"{now.month:02d}{now.day:02d}", now.date().isoformat())
+        key = RowKey(partner.terminal_id, None, f"{now.month:02d}{now.day:02d}", self.core.calendar.date_of(now))
         change = self.core.orders.create(
             merchant=merchant, amount=amount, currency=currency, now=now, key=key, terminal_id=partner.terminal_id,
             partner=partner, out_order_no=out_order_no, notify_url=notify_url, description=description,

@@ -207,12 +207,20 @@ CREATE TABLE IF NOT EXISTS notifications (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at);
+CREATE TABLE IF NOT EXISTS business_days (
+    business_date TEXT PRIMARY KEY,
+    cutover_at    TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pin_tries (
     pan_hash      TEXT PRIMARY KEY,
     business_date TEXT NOT NULL,
     failures      INTEGER NOT NULL
 );
 """
+_SETTLEMENT_COLUMNS = (("settlement_state", "TEXT"), ("settlement_date", "TEXT"), ("settlement_batch", "TEXT"),
+                       ("settlement_channel", "TEXT"), ("fee", "INTEGER"))
+"""Written by settlement at cut-over (docs/settlement.md); the host leaves them NULL, and a row's Transaction
+does not carry them."""
 _KEY_COLUMNS = ("pin_key", "mac_key", "data_key")
 """Working keys of the last sign-on, hex under the HSM's LMK (TPK and TAK): never in clear."""
 
@@ -279,6 +287,7 @@ class Transaction:
 
 _TXN_COLUMNS = tuple(f.name for f in dataclasses.fields(Transaction) if f.name != "id")
 _TXN_VALUES = operator.attrgetter(*_TXN_COLUMNS)
+_TXN_FIELDS = (*_TXN_COLUMNS, "id")
 _RESPONSE_FIELDS_AT = _TXN_COLUMNS.index("response_fields")
 _INSERT_TXN = f"INSERT INTO transactions ({', '.join(_TXN_COLUMNS)}) VALUES ({', '.join('?' * len(_TXN_COLUMNS))})"
 _UPDATABLE = ("status", "response_code", "decline_step", "decline_reason", "posted_amount",
@@ -286,6 +295,7 @@ _UPDATABLE = ("status", "response_code", "decline_step", "decline_reason", "post
               "account_id", "channel", "wallet_txn_id", "order_no")
 _UPDATE_TXN = f"UPDATE transactions SET {', '.join(f'{c} = ?' for c in _UPDATABLE)} WHERE id = ?"
 _UPDATE_VALUES = operator.attrgetter(*_UPDATABLE, "id")
+_LAST_CUTOVER = "SELECT MAX(business_date) FROM business_days"
 _SELECT_TXN = "SELECT * FROM transactions WHERE terminal_id = ? AND stan = ? AND key_date = ?"
 _SELECT_TERMINAL = (
     "SELECT terminal_id, signed_on_date, batch_number, updated_at, pin_key, mac_key, data_key FROM terminals WHERE terminal_id = ?"
@@ -554,11 +564,12 @@ class Journal:
         present = {row[1] for row in self._db.execute("PRAGMA table_info(transactions)")}
         for column, kind in (("kind", "TEXT"), ("batch_number", "TEXT"), ("original_id", "INTEGER"),
                              ("refunded_amount", "INTEGER NOT NULL DEFAULT 0"), ("channel", "TEXT"),
-                             ("wallet_txn_id", "TEXT"), ("order_no", "TEXT")):
+                             ("wallet_txn_id", "TEXT"), ("order_no", "TEXT"), *_SETTLEMENT_COLUMNS):
             if column not in present:
                 self._db.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS transactions_by_rrn ON transactions (rrn)")
         self._db.execute("CREATE INDEX IF NOT EXISTS transactions_by_batch ON transactions (terminal_id, batch_number)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS transactions_by_settlement ON transactions (settlement_date)")
 
     def _load_secret(self, rng: random.Random) -> bytes:
         self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pan_hash_secret', ?)", (rng.randbytes(32).hex(),))
@@ -754,6 +765,18 @@ class Journal:
         row = self._db.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)).fetchone()
         return row[0] if row is not None else None
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The journal's own connection, for settlement's store: its tables live in the same file, and its
+        writes join the journal's transactions (`batch()`), so a cut-over, or a reconciliation run with the
+        reversals it makes, is one commit."""
+        return self._db
+
+    def last_cutover(self) -> str | None:
+        """The latest business date settlement has cut over (ISO), or None before the first cut-over."""
+        row = self._db.execute(_LAST_CUTOVER).fetchone()
+        return row[0]
+
     def balances(self) -> list[AccountBalance]:
         return [AccountBalance(r["id"], r["currency"], r["balance"])
                 for r in self._db.execute("SELECT id, currency, balance FROM accounts ORDER BY id")]
@@ -925,7 +948,7 @@ def _txn_values(txn: Transaction) -> list[object]:
 
 
 def _txn(row: sqlite3.Row) -> Transaction:
-    data = dict(row)
+    data = {key: row[key] for key in _TXN_FIELDS}
     if data["response_fields"] is not None:
         data["response_fields"] = json.loads(data["response_fields"])
     return Transaction(**data)

@@ -92,9 +92,11 @@ class RowKey:
 
 class OrderService:
     def __init__(self, journal: Journal, wallets: WalletNetwork, settings: QrSettings, rng: random.Random,
-                 rrn: Callable[[datetime], str]):
-        """`rrn` numbers the rows the service inserts, from the host's one RRN sequence."""
+                 rrn: Callable[[datetime], str], business_date: Callable[[datetime], str]):
+        """`rrn` numbers the rows the service inserts, from the host's one RRN sequence; `business_date`
+        is the host's calendar, so a row the service originates joins the same day as a terminal's."""
         self.journal = journal
+        self.business_date = business_date
         self.wallets = wallets
         self.settings = settings
         self._rng = rng
@@ -317,7 +319,7 @@ class OrderService:
     def host_key(self, order: Order, now: datetime, suffix: str = "") -> RowKey:
         """The key of a row the host originates: the order number stands in for a STAN, so it meets no terminal's."""
         return RowKey(order.terminal_id or "", order.order_no + suffix, f"{now.month:02d}{now.day:02d}",
-                      now.date().isoformat())
+                      self.business_date(now))
 
     def _settle_row(self, paid: Order, now: datetime) -> Change:
         """The pending row of a paid order becomes the approved payment that posts the wallet account."""

@@ -71,6 +71,9 @@ class Registry:
     def merchant(self, mid: str) -> Merchant | None:
         return self._merchants.get(mid)
 
+    def merchant_ids(self) -> set[str]:
+        return set(self._merchants)
+
     def refusal(self, tid: str, mid: str | None) -> str | None:
         """Why terminal `tid` calling for merchant `mid` is not one of ours, or None when it is."""
         profile = self._terminals.get(tid)

@@ -1,9 +1,10 @@
-"""The host's own settings, from `host.yaml`: pre-authorization holds, and the QR order service's timers."""
+"""The host's own settings, from `host.yaml`: pre-authorization holds, the QR order service's timers, and
+the cut-over time that moves late messages to the next business date."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class HostSettings:
     preauth_hold: timedelta = timedelta(days=7)
     completion_tolerance_percent: int = 15
     qr: QrSettings = field(default_factory=QrSettings)
+    cutover_time: time = time(0)
+    """Messages from this time of day on belong to the next business date (00:00: the calendar date)."""
 
     @classmethod
     def from_fixtures(cls, folder: str | Path | None = None) -> HostSettings:
@@ -40,6 +43,7 @@ class HostSettings:
         data = load_fixture(SETTINGS_FILE, folder)
         preauth = _section(data, "preauth", source)
         qr = _section(data, "qr", source)
+        settlement = _section(data, "settlement", source)
         backoff = qr.get("notify_backoff_seconds", list(QrSettings.notify_backoff))
         if not isinstance(backoff, list) or not backoff or not all(_is_whole(v) and v > 0 for v in backoff):
             raise FixtureError(f"{source}: qr.notify_backoff_seconds must be a list of whole seconds > 0")
@@ -53,6 +57,7 @@ class HostSettings:
                 notify_max_attempts=_whole(qr, "qr.notify_max_attempts", 24, source, least=1),
                 notify_timeout=float(_whole(qr, "qr.notify_timeout_seconds", 5, source, least=1)),
             ),
+            cutover_time=parse_time_of_day(settlement.get("cutover_time", "00:00"), f"{source}: settlement.cutover_time"),
         )
 
 
@@ -72,3 +77,15 @@ def _whole(entry: dict[str, Any], key: str, default: int, source: Path, least: i
     if not _is_whole(value) or value < least:
         raise FixtureError(f"{source}: {key} must be a whole number ≥ {least}, got {value!r}")
     return value
+
+
+def parse_time_of_day(value: object, where: str) -> time:
+    """"HH:MM" as a time of day; YAML turns an unquoted 23:00 into minutes (1380), which is taken too."""
+    if _is_whole(value) and 0 <= value < 24 * 60:  # type: ignore[operator]
+        return time(value // 60, value % 60)  # type: ignore[operator]
+    text = str(value)
+    hours, _, minutes = text.partition(":")
+    if len(hours) == 2 and len(minutes) == 2 and hours.isdigit() and minutes.isdigit() \
+            and int(hours) < 24 and int(minutes) < 60:
+        return time(int(hours), int(minutes))
+    raise FixtureError(f"{where} must be a time of day such as \"23:00\", got {value!r}")

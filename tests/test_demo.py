@@ -38,7 +38,8 @@ def test_every_step_answers_as_expected(demo) -> None:
 def test_summary_is_read_back_from_the_journal(demo) -> None:
     report, out = demo
     groups = {(g["response_code"], g["status"]): g for g in report["journal"]["by_response_code"]}
-    assert groups["00", "reversed"]["amounts"] == {"156": 6801}
+    # the late 68.01 reversed by its terminal; the hand-made 15.00 its terminal never counted, by reconciliation
+    assert groups["00", "reversed"]["amounts"] == {"156": 6801 + 1500}
     assert report["journal"]["answers_sent"]["0210 30"] == 1
     assert report["journal"]["answers_sent"]["0210 94"] == 1
     balances = {a["id"]: a["balance"] for a in report["journal"]["accounts"]}
@@ -47,12 +48,14 @@ def test_summary_is_read_back_from_the_journal(demo) -> None:
     assert balances["A-1001"] == opening["A-1001"] - (1250 + 23000 + 2500 + 3000 + 4200)
     # over-limit (A-1003): the 50.00 PIN purchase verified by IBM offset
     assert balances["A-1003"] == opening["A-1003"] - 5000
-    # approve2 (A-1004): 88.00 + the retransmitted 15.00 once, then terminal 2's transaction set:
-    # 18.00 chip sale voided, 6.50 contactless, 60.00 sale less a 25.00 refund, 130.00 completing a 120.00
-    # hold, a 40.00 hold cancelled, and a 9.90 offline sale
-    assert balances["A-1004"] == opening["A-1004"] - (8800 + 1500) - (650 + 6000 - 2500 + 13000 + 990)
-    for t in report["terminals"]:  # every batch closed: nothing open, nothing owed
-        assert (t["batch_number"], t["open_batch"]["count"], t["pending_reversal"], t["queued_advices"]) == (2, 0, None, 0)
+    # approve2 (A-1004): 88.00 (the retransmitted 15.00 taken once, then given back by reconciliation), then
+    # terminal 2's transaction set: 18.00 chip sale voided, 6.50 contactless, 60.00 sale less a 25.00 refund,
+    # 130.00 completing a 120.00 hold, a 40.00 hold cancelled, a 9.90 offline sale; and 20.00 the next day
+    assert balances["A-1004"] == opening["A-1004"] - 8800 - (650 + 6000 - 2500 + 13000 + 990) - 2000
+    open_entries = {"10000001": 0, "10000002": 1, "10000003": 0}  # terminal 2's purchase after cut-over
+    for t in report["terminals"]:  # every batch closed: nothing owed
+        assert (t["batch_number"], t["open_batch"]["count"], t["pending_reversal"], t["queued_advices"]) == \
+            (2, open_entries[t["tid"]], None, 0)
     for path in report["files"].values():
         assert Path(path).is_file() and Path(path).is_relative_to(out)
 
@@ -217,3 +220,26 @@ def test_one_terminal_trades_over_a_virtual_serial_cable(demo) -> None:
         assert journal.closed_batch("10000003", "000001").balanced
     finally:
         journal.close()
+
+
+def test_the_day_is_cut_over_reconciled_and_the_next_day_nets_the_adjustments(demo) -> None:
+    import csv
+
+    report, out = demo
+    files = report["files"]
+    titles = [s["title"] for s in report["steps"]]
+    assert any(t.startswith("cut-over of ") for t in titles) and any(t.startswith("reconciliation run again") for t in titles)
+    with open(files["settlement_csv"], newline="") as source:
+        day_one = list(csv.DictReader(source))
+    with open(files["next_settlement_csv"], newline="") as source:
+        day_two = list(csv.DictReader(source))
+    assert sum(int(b["adjustments"]) for b in day_one) == 0
+    # reconciliation's merchant adjustments of day one: the amount mismatch it found (+) and the unreversed
+    # timeout it took back (−15.00), netted into day two's batches
+    recon = json.loads(Path(files["recon_report"]).with_suffix(".json").read_text())
+    merchant = [a for a in recon["adjustments"] if a["target"] == "merchant"]
+    assert -1500 in [a["amount"] for a in merchant]
+    assert sum(int(b["adjustments"]) for b in day_two) == sum(a["amount"] for a in merchant)
+    assert all(i["passed"] for i in recon["invariants"])
+    html = Path(files["recon_report"]).read_text()
+    assert "<svg" in html and "unreversed_timeout" in html

@@ -1,0 +1,211 @@
+"""The matchers: each compares the host's settled day with one source and returns what disagrees.
+
+They read and compare only; nothing here writes. Reconciliation runs them all
+before it stores or resolves anything, so a file that turns out to be bad
+on its last line leaves nothing changed.
+
+The clearing matcher is a hash join in plain Python: the day's rows go into
+a dict keyed by the match key, and the file streams past it line by line.
+Measured against SQL in SQLite, DuckDB and Polars on a million rows
+(benchmarks/recon.py, docs/settlement.md) it was fast enough by a wide
+margin without another dependency, and it keeps the per-line checks (what
+makes a line a duplicate, a late presentment or a fee mismatch) in one
+readable loop.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import defaultdict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bank_statement import read_bank_statement
+from .clearing_file import ClearingReader
+from .cutover import channel_settlement_id
+from .discrepancies import (
+    AMOUNT_MISMATCH, DUPLICATE, FEE_MISMATCH, LATE_PRESENTMENT, MISSING_AT_HOST, MISSING_IN_FILE, ORPHAN_REVERSAL,
+    STATUS_MISMATCH, UNIDENTIFIED_FUNDS, UNREVERSED_TIMEOUT, Finding,
+)
+from .errors import SettlementError
+from .states import SETTLED
+from .store import SettlementStore
+
+_RECORD_FIELD = {"rrn": "rrn", "terminal_id": "terminal_id", "stan": "stan", "merchant_id": "merchant_id",
+                 "auth_code": "auth_code", "reference": "reference"}
+_UPLOADED_KINDS = ("sale", "completion", "offline")
+
+
+@dataclass
+class Matched:
+    """What matched, per (channel, currency): count and amount."""
+
+    by_channel: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    records: dict[str, int] = field(default_factory=dict)
+    """Records read, per file."""
+
+    def add(self, channel: str, currency: str, amount: int) -> None:
+        entry = self.by_channel[(channel, currency)]
+        entry[0] += 1
+        entry[1] += amount
+
+
+def match_clearing(store: SettlementStore, business_date: str, paths: list[Path], key: tuple[str, ...],
+                   tolerance: int, merchants: Collection[str] | None) -> tuple[list[Finding], Matched]:
+    """Clearing files (one per channel, or one for all) against the date's journal rows."""
+    width = len(key)
+    host: dict[tuple[str, ...], tuple] = {}
+    for row in store.host_rows(business_date, key):
+        k = tuple(row[:width])
+        if k not in host or host[k][3] != SETTLED:  # a declined try that shares a settled payment's key loses
+            host[k] = row[width:]
+    key_of: Callable = operator.attrgetter(*(_RECORD_FIELD[c] for c in key))
+    single = width == 1
+    seen: dict[tuple[str, ...], tuple[str, int]] = {}
+    findings: list[Finding] = []
+    matched = Matched()
+    unmatched = []
+    for path in paths:
+        reader = ClearingReader(path, merchants)
+        if reader.header.business_date != business_date:
+            raise SettlementError(f"{path} line 1, field business_date: the file is for {reader.header.business_date},"
+                                  f" not {business_date}")
+        matched.records[str(path)] = 0
+        for line, rec in reader:
+            matched.records[str(path)] += 1
+            k = (key_of(rec),) if single else key_of(rec)
+            where = f"{path.name} line {line}"
+            first = seen.get(k)
+            if first is not None:
+                findings.append(Finding(DUPLICATE, "clearing", f"{'/'.join(k)}@{path.name}:{line}",
+                                        f"{where}: presented again (first at {first[0]} line {first[1]})",
+                                        rec.amount, rec.currency, None, rec.merchant_id, rec.channel, None, rec.amount,
+                                        rrn=rec.rrn, terminal_id=rec.terminal_id))
+                continue
+            seen[k] = (path.name, line)
+            h = host.get(k)
+            if h is None:
+                unmatched.append((where, k, rec))
+                continue
+            txn_id, amount, fee, state, status, merchant, channel, currency, _day, sign = h
+            if state != SETTLED or status == "reversed":
+                at_host = f"{status} before cut-over" if state != SETTLED else "reversed after cut-over"
+                findings.append(Finding(STATUS_MISMATCH, "clearing", "/".join(k),
+                                        f"{where}: settled in the file, {at_host} at the host (transaction {txn_id})",
+                                        rec.amount, currency or rec.currency, txn_id, merchant, channel or rec.channel,
+                                        amount, rec.amount, state, rec.rrn, rec.terminal_id))
+            elif abs(rec.amount - (amount or 0)) > tolerance or rec.sign != sign:
+                findings.append(Finding(AMOUNT_MISMATCH, "clearing", "/".join(k),
+                                        f"{where}: {rec.sign} {rec.amount} in the file, {sign} {amount} at the host",
+                                        abs(rec.amount - (amount or 0)), currency, txn_id, merchant, channel, amount,
+                                        rec.amount, state, rec.rrn, rec.terminal_id))
+            elif rec.fee != abs(fee or 0):
+                findings.append(Finding(FEE_MISMATCH, "clearing", "/".join(k),
+                                        f"{where}: fee {rec.fee} in the file, {abs(fee or 0)} at the host",
+                                        abs(rec.fee - abs(fee or 0)), currency, txn_id, merchant, channel,
+                                        abs(fee or 0), rec.fee, state, rec.rrn, rec.terminal_id))
+            else:
+                matched.add(channel, currency, amount)
+    for where, k, rec in unmatched:
+        earlier = store.find_by_key(key, k)
+        if earlier is not None and earlier[width + 8] is not None and earlier[width + 8] < business_date:
+            txn_id = earlier[width]
+            findings.append(Finding(LATE_PRESENTMENT, "clearing", "/".join(k),
+                                    f"{where}: transaction {txn_id} was settled on {earlier[width + 8]}",
+                                    rec.amount, rec.currency, txn_id, rec.merchant_id, rec.channel,
+                                    earlier[width + 1], rec.amount, earlier[width + 3], rec.rrn, rec.terminal_id))
+        else:
+            findings.append(Finding(MISSING_AT_HOST, "clearing", "/".join(k),
+                                    f"{where}: no transaction with {'/'.join(key)} {'/'.join(k)} settled on {business_date}",
+                                    rec.amount, rec.currency, None, rec.merchant_id, rec.channel, None, rec.amount,
+                                    rrn=rec.rrn, terminal_id=rec.terminal_id))
+    for k, h in host.items():
+        if h[3] == SETTLED and k not in seen:
+            txn_id, amount, _fee, state, _status, merchant, channel, currency, _day, _sign = h
+            findings.append(Finding(MISSING_IN_FILE, "clearing", "/".join(k),
+                                    f"transaction {txn_id} settled on {business_date} is in no clearing file",
+                                    amount or 0, currency, txn_id, merchant, channel, amount, None, state))
+    return findings, matched
+
+
+def match_bank(store: SettlementStore, business_date: str, paths: list[Path],
+               tolerance: int) -> tuple[list[Finding], dict[str, int]]:
+    """The settlement account's statement: one credit per channel and currency from the channel, for the day's
+    sales less refunds. Lines for other days are left to their own reconciliation."""
+    expected: dict[str, tuple[int, str, str]] = {}
+    for b in store.batches(business_date):
+        ref = channel_settlement_id(business_date, b.channel, b.currency)
+        amount, _, _ = expected.get(ref, (0, b.channel, b.currency))
+        expected[ref] = (amount + b.sales_amount - b.refunds_amount, b.channel, b.currency)
+    prefix = business_date.replace("-", "")
+    seen: dict[str, str] = {}
+    findings = []
+    records = {}
+    for path in paths:
+        lines = read_bank_statement(path)
+        records[str(path)] = len(lines)
+        for line in lines:
+            where = f"{path.name} line {line.line}"
+            signed = line.amount if line.direction == "CR" else -line.amount
+            ref = line.reference
+            day = ref[:8]
+            if day.isdigit() and len(day) == 8 and day != prefix and ref not in expected:
+                continue
+            if ref in seen:
+                findings.append(Finding(DUPLICATE, "bank", f"{ref}@{path.name}:{line.line}",
+                                        f"{where}: {ref} received again (first at {seen[ref]})", line.amount,
+                                        line.currency, channel=expected.get(ref, (0, None, None))[1],
+                                        file_amount=signed))
+                continue
+            seen[ref] = where
+            if ref not in expected:
+                findings.append(Finding(UNIDENTIFIED_FUNDS, "bank", f"{ref or '(no reference)'}@{path.name}:{line.line}",
+                                        f"{where}: {line.direction} {line.amount} with reference {ref!r} matches no"
+                                        f" settlement of {business_date}", line.amount, line.currency, file_amount=signed))
+                continue
+            amount, channel, currency = expected[ref]
+            if abs(signed - amount) > tolerance or line.currency != currency:
+                findings.append(Finding(AMOUNT_MISMATCH, "bank", ref,
+                                        f"{where}: {signed} {line.currency} on the statement, {amount} {currency} expected",
+                                        abs(signed - amount), currency, channel=channel, host_amount=amount,
+                                        file_amount=signed))
+    for ref, (amount, channel, currency) in expected.items():
+        if ref not in seen and amount != 0:
+            findings.append(Finding(MISSING_IN_FILE, "bank", ref, f"no statement line for {ref} ({amount} {currency})",
+                                    abs(amount), currency, channel=channel, host_amount=amount))
+    return findings, records
+
+
+def match_terminals(store: SettlementStore, business_date: str) -> list[Finding]:
+    """Terminal batches that closed out of balance: their uploads list what the terminal counted. An approval
+    the terminal never counted is a lost answer whose reversal never came; a counted payment the host has
+    no approval for is missing at the host."""
+    findings = []
+    for terminal_id, batch_number, balanced in store.terminal_batches(business_date):
+        if balanced:
+            continue
+        counted = store.uploaded_stans(terminal_id, batch_number)
+        if not counted:
+            continue
+        approved = store.batch_rows(terminal_id, batch_number)
+        for txn_id, stan, amount, currency, kind, merchant, channel, state, rrn in approved:
+            if kind in _UPLOADED_KINDS and stan not in counted:
+                findings.append(Finding(UNREVERSED_TIMEOUT, "terminal", f"{terminal_id}/{batch_number}/{stan}",
+                                        f"terminal {terminal_id} batch {batch_number}: approved {kind} STAN {stan}"
+                                        f" (transaction {txn_id}) is not among the terminal's {len(counted)} uploaded",
+                                        amount or 0, currency, txn_id, merchant, channel, amount, None, state, rrn,
+                                        terminal_id))
+        known = {row[1] for row in approved}
+        for stan in sorted(counted - known):
+            findings.append(Finding(MISSING_AT_HOST, "terminal", f"{terminal_id}/{batch_number}/{stan}",
+                                    f"terminal {terminal_id} batch {batch_number} uploaded STAN {stan}, which the host"
+                                    f" never approved", 0, None, terminal_id=terminal_id))
+    return findings
+
+
+def match_journal(store: SettlementStore, business_date: str) -> list[Finding]:
+    return [Finding(ORPHAN_REVERSAL, "journal", f"{terminal_id}/{stan}",
+                    f"reversal from terminal {terminal_id} of STAN {stan} (transaction {txn_id}) whose original the"
+                    f" host never saw", amount or 0, currency, txn_id, merchant, terminal_id=terminal_id)
+            for txn_id, terminal_id, stan, amount, currency, merchant in store.orphan_reversals(business_date)]
