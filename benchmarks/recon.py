@@ -69,7 +69,7 @@ def fill_journal(path: Path, rows: int, seed: int = 7) -> float:
             status=status, decline_step=None, decline_reason=None, account_id=None, posted_amount=0,
             fingerprint=f"{i:x}", response_mti="0210", response_fields=None, created_at=f"{DAY}T10:00:00.000",
             updated_at=f"{DAY}T10:00:00.000", kind="qr_sale" if qr else "sale", batch_number="000001",
-            channel="wechat" if qr else None, wallet_txn_id=f"WX{i:016d}" if qr else None,
+            channel="wechat" if qr else None, wallet_txn_id=f"WX{i:016d}" if qr else None, refunded_amount=0,
         )
         return tuple(values.get(c) for c in columns)
 

@@ -69,6 +69,8 @@ def cut_over(store: SettlementStore, business_date: str, *, settings: Settlement
         return CutoverResult(**{**done[1], "already": True})
     if business_date > today:
         raise SettlementError(f"{business_date} has not begun: the host's business date is {today}")
+    if (earlier := store.earlier_open_date(business_date)) is not None:
+        raise SettlementError(f"{earlier} has rows and no cut-over: cut it over before {business_date}")
     at = now.isoformat(timespec="seconds")
     value_date = (date.fromisoformat(business_date) + timedelta(days=settings.value_days)).isoformat()
     files = settlement_files(out_dir, business_date)

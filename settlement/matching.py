@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bank_statement import read_bank_statement
-from .clearing_file import ClearingReader
+from .clearing_file import ClearingReader, ClearingRecord
 from .cutover import channel_settlement_id
 from .discrepancies import (
     AMOUNT_MISMATCH, DUPLICATE, FEE_MISMATCH, LATE_PRESENTMENT, MISSING_AT_HOST, MISSING_IN_FILE, ORPHAN_REVERSAL,
@@ -45,88 +45,124 @@ class Matched:
     records: dict[str, int] = field(default_factory=dict)
     """Records read, per file."""
 
-    def add(self, channel: str, currency: str, amount: int) -> None:
-        entry = self.by_channel[(channel, currency)]
-        entry[0] += 1
-        entry[1] += amount
-
 
 def match_clearing(store: SettlementStore, business_date: str, paths: list[Path], key: tuple[str, ...],
                    tolerance: int, merchants: Collection[str] | None) -> tuple[list[Finding], Matched]:
-    """Clearing files (one per channel, or one for all) against the date's journal rows."""
+    """Clearing files (one per channel, or one for all) against the date's journal rows.
+
+    The loop is the hot path of a million-line file: a line that matches
+    takes one dict lookup and a few comparisons; everything else is worked
+    out after the loop, for the few lines and rows that disagree.
+    """
     width = len(key)
-    host: dict[tuple[str, ...], tuple] = {}
-    for row in store.host_rows(business_date, key):
-        k = tuple(row[:width])
-        if k not in host or host[k][3] != SETTLED:  # a declined try that shares a settled payment's key loses
-            host[k] = row[width:]
+    # Settled rows are loaded last, so a declined try that shares a settled payment's key gives way to it.
+    host: dict[tuple[str, ...], tuple] = {row[:width]: row[width:] for row in store.host_rows(business_date, key, False)}
+    host.update({row[:width]: row[width:] for row in store.host_rows(business_date, key, True)})
     key_of: Callable = operator.attrgetter(*(_RECORD_FIELD[c] for c in key))
     single = width == 1
+    # Reversal records an earlier reconciliation ordered, as the acquirer's own file of the date carries them.
+    reversals = {f"ADJ{a.id}": (abs(a.amount), "C" if a.amount < 0 else "D")
+                 for a in store.adjustments(applied_date=business_date) if a.target == "channel"}
     seen: dict[tuple[str, ...], tuple[str, int]] = {}
     findings: list[Finding] = []
-    matched = Matched()
-    unmatched = []
+    unmatched: list[tuple[str, tuple[str, ...], ClearingRecord]] = []
+    disagreeing: list[tuple[str, tuple[str, ...], ClearingRecord, tuple]] = []
+    records: dict[str, int] = {}
     for path in paths:
         reader = ClearingReader(path, merchants)
         if reader.header.business_date != business_date:
             raise SettlementError(f"{path} line 1, field business_date: the file is for {reader.header.business_date},"
                                   f" not {business_date}")
-        matched.records[str(path)] = 0
+        name = path.name
+        lines = 0
         for line, rec in reader:
-            matched.records[str(path)] += 1
+            lines += 1
             k = (key_of(rec),) if single else key_of(rec)
-            where = f"{path.name} line {line}"
-            first = seen.get(k)
-            if first is not None:
-                findings.append(Finding(DUPLICATE, "clearing", f"{'/'.join(k)}@{path.name}:{line}",
-                                        f"{where}: presented again (first at {first[0]} line {first[1]})",
+            if rec.kind == "reversal":
+                if reversals.pop(rec.reference, None) != (rec.amount, rec.sign):
+                    findings.append(Finding(MISSING_AT_HOST, "clearing", f"{rec.reference}@{name}:{line}",
+                                            f"{name} line {line}: reversal {rec.reference} of {rec.amount} was not"
+                                            f" ordered for {business_date}", rec.amount, rec.currency, None,
+                                            rec.merchant_id, rec.channel, None, rec.amount, rrn=rec.rrn,
+                                            terminal_id=rec.terminal_id))
+                continue
+            if k in seen:
+                first = seen[k]
+                findings.append(Finding(DUPLICATE, "clearing", f"{'/'.join(k)}@{name}:{line}",
+                                        f"{name} line {line}: presented again (first at {first[0]} line {first[1]})",
                                         rec.amount, rec.currency, None, rec.merchant_id, rec.channel, None, rec.amount,
                                         rrn=rec.rrn, terminal_id=rec.terminal_id))
                 continue
-            seen[k] = (path.name, line)
+            seen[k] = (name, line)
             h = host.get(k)
             if h is None:
-                unmatched.append((where, k, rec))
-                continue
-            txn_id, amount, fee, state, status, merchant, channel, currency, _day, sign = h
-            if state != SETTLED or status == "reversed":
-                at_host = f"{status} before cut-over" if state != SETTLED else "reversed after cut-over"
-                findings.append(Finding(STATUS_MISMATCH, "clearing", "/".join(k),
-                                        f"{where}: settled in the file, {at_host} at the host (transaction {txn_id})",
-                                        rec.amount, currency or rec.currency, txn_id, merchant, channel or rec.channel,
-                                        amount, rec.amount, state, rec.rrn, rec.terminal_id))
-            elif abs(rec.amount - (amount or 0)) > tolerance or rec.sign != sign:
-                findings.append(Finding(AMOUNT_MISMATCH, "clearing", "/".join(k),
-                                        f"{where}: {rec.sign} {rec.amount} in the file, {sign} {amount} at the host",
-                                        abs(rec.amount - (amount or 0)), currency, txn_id, merchant, channel, amount,
-                                        rec.amount, state, rec.rrn, rec.terminal_id))
-            elif rec.fee != abs(fee or 0):
-                findings.append(Finding(FEE_MISMATCH, "clearing", "/".join(k),
-                                        f"{where}: fee {rec.fee} in the file, {abs(fee or 0)} at the host",
-                                        abs(rec.fee - abs(fee or 0)), currency, txn_id, merchant, channel,
-                                        abs(fee or 0), rec.fee, state, rec.rrn, rec.terminal_id))
-            else:
-                matched.add(channel, currency, amount)
-    for where, k, rec in unmatched:
-        earlier = store.find_by_key(key, k)
-        if earlier is not None and earlier[width + 8] is not None and earlier[width + 8] < business_date:
-            txn_id = earlier[width]
-            findings.append(Finding(LATE_PRESENTMENT, "clearing", "/".join(k),
-                                    f"{where}: transaction {txn_id} was settled on {earlier[width + 8]}",
-                                    rec.amount, rec.currency, txn_id, rec.merchant_id, rec.channel,
-                                    earlier[width + 1], rec.amount, earlier[width + 3], rec.rrn, rec.terminal_id))
-        else:
-            findings.append(Finding(MISSING_AT_HOST, "clearing", "/".join(k),
-                                    f"{where}: no transaction with {'/'.join(key)} {'/'.join(k)} settled on {business_date}",
-                                    rec.amount, rec.currency, None, rec.merchant_id, rec.channel, None, rec.amount,
-                                    rrn=rec.rrn, terminal_id=rec.terminal_id))
-    for k, h in host.items():
-        if h[3] == SETTLED and k not in seen:
-            txn_id, amount, _fee, state, _status, merchant, channel, currency, _day, _sign = h
-            findings.append(Finding(MISSING_IN_FILE, "clearing", "/".join(k),
-                                    f"transaction {txn_id} settled on {business_date} is in no clearing file",
-                                    amount or 0, currency, txn_id, merchant, channel, amount, None, state))
-    return findings, matched
+                unmatched.append((f"{name} line {line}", k, rec))
+            elif not (h[3] == rec.sign and (rec.amount == h[1] or abs(rec.amount - h[1]) <= tolerance)
+                      and rec.fee == h[2]):
+                disagreeing.append((f"{name} line {line}", k, rec, h))
+        records[str(path)] = lines
+    missing = [(k, h) for k, h in host.items() if h[3] != "X" and k not in seen]
+    details = store.row_details([h[0] for *_, h in disagreeing] + [h[0] for _, h in missing])
+    findings += [_disagreement(where, k, rec, h, details[h[0]], tolerance) for where, k, rec, h in disagreeing]
+    findings += [_late_or_missing(store, business_date, key, where, k, rec) for where, k, rec in unmatched]
+    for k, (txn_id, amount, _fee, _sign) in missing:
+        merchant, channel, currency, state, *_ = details[txn_id]
+        findings.append(Finding(MISSING_IN_FILE, "clearing", "/".join(k),
+                                f"transaction {txn_id} settled on {business_date} is in no clearing file",
+                                amount or 0, currency, txn_id, merchant, channel, amount, None, state))
+    return findings, _matched(store, business_date, findings, records)
+
+
+def _matched(store: SettlementStore, business_date: str, findings: list[Finding], records: dict[str, int]) -> Matched:
+    """What matched per channel: the day's settled rows (from its batches) less those found disagreeing —
+    worked out from the few, not counted over the million."""
+    matched = Matched(records=records)
+    for b in store.batches(business_date):
+        entry = matched.by_channel[(b.channel, b.currency)]
+        entry[0] += b.sales_count + b.refunds_count
+        entry[1] += b.sales_amount + b.refunds_amount
+    for f in findings:  # a fee mismatch matched on the amount: only its fee is off
+        if f.host_state == SETTLED and f.cls in (MISSING_IN_FILE, AMOUNT_MISMATCH, STATUS_MISMATCH):
+            entry = matched.by_channel[(f.channel or "", f.currency or "")]
+            entry[0] -= 1
+            entry[1] -= f.host_amount or 0
+    return matched
+
+
+def _late_or_missing(store: SettlementStore, business_date: str, key: tuple[str, ...], where: str,
+                     k: tuple[str, ...], rec: ClearingRecord) -> Finding:
+    """A line no row of the date has: a presentment of an earlier date's payment, or one the host never made."""
+    earlier = store.find_by_key(key, k)
+    if earlier is not None and earlier[3] < business_date:
+        txn_id, amount, state, settled_on = earlier
+        return Finding(LATE_PRESENTMENT, "clearing", "/".join(k), f"{where}: transaction {txn_id} was settled on {settled_on}",
+                       rec.amount, rec.currency, txn_id, rec.merchant_id, rec.channel, amount, rec.amount, state,
+                       rec.rrn, rec.terminal_id)
+    return Finding(MISSING_AT_HOST, "clearing", "/".join(k),
+                   f"{where}: no transaction with {'/'.join(key)} {'/'.join(k)} settled on {business_date}",
+                   rec.amount, rec.currency, None, rec.merchant_id, rec.channel, None, rec.amount,
+                   rrn=rec.rrn, terminal_id=rec.terminal_id)
+
+
+def _disagreement(where: str, k: tuple[str, ...], rec: ClearingRecord, h: tuple, detail: tuple, tolerance: int) -> Finding:
+    """Why a line and its journal row do not match: the row was not settled (or was reversed since), the amounts
+    differ, or the fees do."""
+    txn_id, amount, fee, flag = h
+    merchant, channel, currency, state, status, sign = detail
+    key = "/".join(k)
+    if flag == "X":
+        at_host = f"{status} before cut-over" if state != SETTLED else "reversed after cut-over"
+        return Finding(STATUS_MISMATCH, "clearing", key,
+                       f"{where}: settled in the file, {at_host} at the host (transaction {txn_id})",
+                       rec.amount, currency or rec.currency, txn_id, merchant, channel or rec.channel,
+                       amount, rec.amount, state, rec.rrn, rec.terminal_id)
+    if abs(rec.amount - (amount or 0)) > tolerance or rec.sign != sign:
+        return Finding(AMOUNT_MISMATCH, "clearing", key,
+                       f"{where}: {rec.sign} {rec.amount} in the file, {sign} {amount} at the host",
+                       abs(rec.amount - (amount or 0)), currency, txn_id, merchant, channel, amount,
+                       rec.amount, state, rec.rrn, rec.terminal_id)
+    return Finding(FEE_MISMATCH, "clearing", key, f"{where}: fee {rec.fee} in the file, {fee} at the host",
+                   abs(rec.fee - fee), currency, txn_id, merchant, channel, fee, rec.fee, state, rec.rrn, rec.terminal_id)
 
 
 def match_bank(store: SettlementStore, business_date: str, paths: list[Path],
@@ -180,27 +216,29 @@ def match_bank(store: SettlementStore, business_date: str, paths: list[Path],
 def match_terminals(store: SettlementStore, business_date: str) -> list[Finding]:
     """Terminal batches that closed out of balance: their uploads list what the terminal counted. An approval
     the terminal never counted is a lost answer whose reversal never came; a counted payment the host has
-    no approval for is missing at the host."""
+    no row of is missing at the host."""
     findings = []
     for terminal_id, batch_number, balanced in store.terminal_batches(business_date):
         if balanced:
             continue
-        counted = store.uploaded_stans(terminal_id, batch_number)
+        counted = store.uploads(terminal_id, batch_number)
         if not counted:
             continue
-        approved = store.batch_rows(terminal_id, batch_number)
-        for txn_id, stan, amount, currency, kind, merchant, channel, state, rrn in approved:
-            if kind in _UPLOADED_KINDS and stan not in counted:
+        rows = store.batch_rows(terminal_id, batch_number)
+        for txn_id, stan, amount, currency, kind, merchant, channel, state, rrn, status in rows:
+            if status == "approved" and kind in _UPLOADED_KINDS and stan not in counted:
                 findings.append(Finding(UNREVERSED_TIMEOUT, "terminal", f"{terminal_id}/{batch_number}/{stan}",
                                         f"terminal {terminal_id} batch {batch_number}: approved {kind} STAN {stan}"
                                         f" (transaction {txn_id}) is not among the terminal's {len(counted)} uploaded",
                                         amount or 0, currency, txn_id, merchant, channel, amount, None, state, rrn,
                                         terminal_id))
-        known = {row[1] for row in approved}
-        for stan in sorted(counted - known):
+        known = {row[1] for row in rows}
+        currency = store.terminal_currency(terminal_id)
+        for stan in sorted(set(counted) - known):
             findings.append(Finding(MISSING_AT_HOST, "terminal", f"{terminal_id}/{batch_number}/{stan}",
                                     f"terminal {terminal_id} batch {batch_number} uploaded STAN {stan}, which the host"
-                                    f" never approved", 0, None, terminal_id=terminal_id))
+                                    f" never approved", counted[stan] or 0, currency, file_amount=counted[stan],
+                                    terminal_id=terminal_id))
     return findings
 
 

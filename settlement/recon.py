@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from .matching import Matched, match_bank, match_clearing, match_journal, match_
 from .report import render_report
 from .resolutions import EXCEPTION, RESOLVED, SUSPENSE, resolve
 from .settings import ReconSettings
-from .store import SettlementStore
+from .store import SettlementStore, read_day_totals
 
 FILE_KINDS = ("clearing", "bank")
 EXCEPTION_COLUMNS = ("id", "business_date", "class", "source", "key", "state", "merchant_id", "channel", "currency",
@@ -69,18 +70,10 @@ def reconcile(store: SettlementStore, business_date: str, files: list[tuple[str,
             raise SettlementError(f"--file {kind}={path}: no such file")
     clearing = [p for k, p in files if k == "clearing"]
     bank = [p for k, p in files if k == "bank"]
-    findings: list[Finding] = []
-    matched = Matched()
-    if clearing:
-        found, matched = match_clearing(store, business_date, clearing, clearing_key or settings.key("clearing"),
-                                        settings.tolerance, merchants)
-        findings += found
-    bank_records: dict[str, int] = {}
-    if bank:
-        found, bank_records = match_bank(store, business_date, bank, settings.tolerance)
-        findings += found
-    findings += match_terminals(store, business_date)
-    findings += match_journal(store, business_date)
+    with ThreadPoolExecutor(1) as reader:  # the invariants' pass over the day, on the other core meanwhile
+        day_totals = reader.submit(read_day_totals, store.path, business_date)
+        findings, matched, bank_records = _match(store, business_date, clearing, bank, settings, merchants, clearing_key)
+        groups = day_totals.result()
     at = now.isoformat(timespec="seconds")
     run = store.next_run(business_date)
     outputs = {"report_html": out_dir / f"recon-{business_date}.html",
@@ -98,7 +91,7 @@ def reconcile(store: SettlementStore, business_date: str, files: list[tuple[str,
                 store.resolve(discrepancy_id, state, done, at)
         oldest = (date.fromisoformat(business_date) - timedelta(days=settings.suspense_days)).isoformat()
         store.age_suspense(oldest, at)
-        invariants = check_invariants(store, business_date, day[1]["files"])
+        invariants = check_invariants(store, business_date, day[1]["files"], whole_clearing_file=False, groups=groups)
         sources = [{"kind": "journal", "path": str(store.path), "records": day[1]["rows"]},
                    {"kind": "terminal", "path": str(store.path), "records": len(store.terminal_batches(business_date))}]
         sources += [{"kind": "clearing", "path": str(p), "records": matched.records[str(p)]} for p in clearing]
@@ -112,6 +105,24 @@ def reconcile(store: SettlementStore, business_date: str, files: list[tuple[str,
         with atomic_text(outputs["summary_json"]) as out:
             json.dump(summary, out, indent=1, sort_keys=True)
     return ReconResult(summary, {k: str(v) for k, v in outputs.items()}, new)
+
+
+def _match(store: SettlementStore, business_date: str, clearing: list[Path], bank: list[Path],
+           settings: ReconSettings, merchants: Collection[str] | None,
+           clearing_key: tuple[str, ...] | None) -> tuple[list[Finding], Matched, dict[str, int]]:
+    findings: list[Finding] = []
+    matched = Matched()
+    if clearing:
+        found, matched = match_clearing(store, business_date, clearing, clearing_key or settings.key("clearing"),
+                                        settings.tolerance, merchants)
+        findings += found
+    bank_records: dict[str, int] = {}
+    if bank:
+        found, bank_records = match_bank(store, business_date, bank, settings.tolerance)
+        findings += found
+    findings += match_terminals(store, business_date)
+    findings += match_journal(store, business_date)
+    return findings, matched, bank_records
 
 
 def _summary(store: SettlementStore, business_date: str, run: int, at: str, sources: list[dict[str, Any]],

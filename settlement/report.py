@@ -142,6 +142,8 @@ def _money(minor: int | None, code: str) -> str:
     """Amounts read as "1,234.50 CNY"; a missing one (no host row, no file row) is a dash, not a zero."""
     if minor is None:
         return "\u2014"
+    if not code:  # a count (the invariants that count rows), or an item no source gave a currency
+        return f"{minor:,}"
     cur = currency(str(code))
     return f"{_grouped(minor, cur)} {cur.alpha}"
 
@@ -230,15 +232,10 @@ def _invariants(invariants: Sequence[Mapping[str, Any]]) -> str:
             f'<tr data-invariant="{_e(inv["name"])}">'
             f"<td>{badge}</td>"
             f'<th scope="row">{_e(inv["name"])}<span class="sub">{_e(inv.get("rule", ""))}</span></th>'
-            f"{_td(_side(inv.get('left'), code), True)}{_td(_side(inv.get('right'), code), True)}"
+            f"{_td(_money(inv.get('left'), code), True)}{_td(_money(inv.get('right'), code), True)}"
             f"{_td(inv.get('detail', ''))}</tr>"
         )
     return _table((("Result", False), ("Invariant", False), ("Left", True), ("Right", True), ("Detail", False)), rows)
-
-
-def _side(value: Any, code: str) -> str:
-    """An invariant's side: money in its currency, or a plain count for the invariants that count rows."""
-    return _money(value, code) if code else _count(value)
 
 
 def _chart(channels: Sequence[Mapping[str, Any]]) -> str:

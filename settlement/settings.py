@@ -7,7 +7,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 
-from possim.acquirer.settings import SETTINGS_FILE, parse_time_of_day
+from possim.acquirer.settings import SETTINGS_FILE, HostSettings
 from possim.fixtures import FixtureError, fixture_path, load_fixture
 
 KEY_COLUMNS = ("rrn", "terminal_id", "stan", "merchant_id", "auth_code", "reference")
@@ -43,7 +43,7 @@ def load_settings(folder: str | Path | None = None) -> tuple[SettlementSettings,
         raise FixtureError(f"{source}: reconciliation.match_keys must map a file kind to a list of columns")
     return (
         SettlementSettings(
-            cutover_time=parse_time_of_day(settle.get("cutover_time", "00:00"), f"{source}: settlement.cutover_time"),
+            cutover_time=HostSettings.from_fixtures(folder).cutover_time,
             value_days=_whole(settle, "value_days", 1, source, "settlement"),
             acquirer_id=str(settle.get("acquirer_id", SettlementSettings.acquirer_id)),
             settlement_account=str(settle.get("settlement_account", SettlementSettings.settlement_account)),

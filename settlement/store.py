@@ -15,6 +15,7 @@ journal's own API, which keeps balances and rows in step.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, fields
@@ -216,9 +217,16 @@ class SettlementStore:
         """The date's rows, and rows of earlier dates still waiting: carried QR payments and rows journaled
         for a date after its cut-over had begun."""
         return self._db.execute(
-            f"SELECT {', '.join(HOST_COLUMNS)} FROM transactions"
-            " WHERE business_date = ? OR (business_date < ? AND (settlement_state IS NULL OR settlement_state = 'carried'))"
-            " ORDER BY id", (business_date, business_date))
+            f"SELECT {', '.join(HOST_COLUMNS)} FROM transactions WHERE business_date <= ?"
+            " AND (settlement_state IS NULL OR settlement_state = 'carried') ORDER BY id", (business_date,))
+
+    def earlier_open_date(self, business_date: str) -> str | None:
+        """The first date before this one that has rows but was never cut over: it must be closed first, or
+        this cut-over would sweep its whole day into the wrong date."""
+        row = self._db.execute(
+            "SELECT MIN(business_date) FROM transactions WHERE business_date < ? AND settlement_state IS NULL"
+            " AND business_date NOT IN (SELECT business_date FROM business_days)", (business_date,)).fetchone()
+        return row[0]
 
     def settled_earlier(self, transaction_ids: Iterable[int], business_date: str) -> set[int]:
         """Which of these rows were settled on a date before `business_date`."""
@@ -254,57 +262,46 @@ class SettlementStore:
             _CLEARING_SELECT + " WHERE settlement_date < ? AND settlement_state = 'settled' ORDER BY id",
             (business_date,))
 
-    def host_rows(self, business_date: str, key: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
-        """Every row cut over on the date, for matching: the key's columns, then id, amount, fee, state,
-        status, merchant, channel, currency, business date, sign."""
-        return self._db.execute(
-            f"SELECT {', '.join(_column(c) for c in key)}, id, amount, fee, settlement_state,"
-            f" CASE WHEN reversal_reason = '{RECON_REVERSAL}' THEN 'approved' ELSE status END, merchant_id,"
-            " settlement_channel, currency, business_date,"
-            " CASE WHEN kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void') THEN 'C' ELSE 'D' END"
-            " FROM transactions WHERE settlement_date = ?", (business_date,))
+    def host_rows(self, business_date: str, key: tuple[str, ...], settled: bool) -> Iterator[tuple[Any, ...]]:
+        """The rows cut over on the date, settled or not, for matching: each a plain tuple of the key's
+        columns, then id, amount, fee, and what a clearing line must say of it — D or C for a settled row, X
+        for one no line should settle (not settled, or reversed since). Narrow on purpose: a million are
+        read, and every column costs; the few rows that disagree are looked up again (row_details)."""
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        return cursor.execute(
+            f"SELECT {', '.join(_column(c) for c in key)}, id, amount, COALESCE(fee, 0),"
+            f" CASE WHEN settlement_state = 'settled' AND (status != 'reversed' OR reversal_reason = '{RECON_REVERSAL}')"
+            f" THEN {_SIGN} ELSE 'X' END"
+            f" FROM transactions WHERE settlement_date = ? AND settlement_state {'=' if settled else '!='} 'settled'",
+            (business_date,))
+
+    def row_details(self, transaction_ids: Iterable[int]) -> dict[int, tuple[Any, ...]]:
+        """id → (merchant, channel, currency, settlement state, status, sign) of a few rows."""
+        ids = list(dict.fromkeys(transaction_ids))
+        found: dict[int, tuple[Any, ...]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update((r[0], tuple(r[1:])) for r in self._db.execute(
+                f"SELECT id, merchant_id, settlement_channel, currency, settlement_state, status, {_SIGN}"
+                f" FROM transactions WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
 
     def find_by_key(self, key: tuple[str, ...], values: tuple[str, ...]) -> tuple[Any, ...] | None:
-        """A row of any date with this key (a late presentment's original): same columns as host_rows."""
+        """The latest cut-over row of any date with this key (a late presentment's original): id, amount,
+        settlement state, settlement date."""
         where = " AND ".join(f"{_column(c)} = ?" for c in key)
         return self._db.execute(
-            f"SELECT {', '.join(_column(c) for c in key)}, id, amount, fee, settlement_state, status, merchant_id,"
-            " settlement_channel, currency, settlement_date,"
-            " CASE WHEN kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void') THEN 'C' ELSE 'D' END"
-            f" FROM transactions WHERE {where} AND settlement_date IS NOT NULL ORDER BY id DESC LIMIT 1",
-            values).fetchone()
+            f"SELECT id, amount, settlement_state, settlement_date FROM transactions WHERE {where}"
+            " AND settlement_date IS NOT NULL ORDER BY id DESC LIMIT 1", values).fetchone()
 
-    def state_counts(self, business_date: str) -> dict[str | None, int]:
-        return {state: n for state, n in self._db.execute(
-            "SELECT settlement_state, COUNT(*) FROM transactions WHERE business_date = ? OR settlement_date = ?"
-            " GROUP BY settlement_state", (business_date, business_date))}
+    def day_totals(self, business_date: str) -> list[tuple[Any, ...]]:
+        return day_totals(self._db, business_date)
 
-    def money_terms(self, business_date: str) -> list[tuple[Any, ...]]:
-        """Per currency, from the rows' own statuses and amounts: approved debits (whatever happened to them
-        since), those reversed or voided before cut-over, and credits settled."""
-        return self._db.execute(
-            "SELECT currency,"
-            " SUM(CASE WHEN kind IN ('sale', 'completion', 'offline', 'qr_order', 'qr_sale')"
-            "          AND status IN ('approved', 'reversed', 'voided') THEN amount ELSE 0 END),"
-            " SUM(CASE WHEN settlement_state = 'reversed' AND kind IN ('sale', 'completion', 'offline', 'qr_order', 'qr_sale')"
-            "          THEN amount ELSE 0 END),"
-            " SUM(CASE WHEN settlement_state = 'voided' THEN amount ELSE 0 END),"
-            " SUM(CASE WHEN settlement_state = 'settled' AND kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void')"
-            "          THEN amount ELSE 0 END)"
-            " FROM transactions WHERE settlement_date = ? AND currency IS NOT NULL GROUP BY currency ORDER BY currency",
-            (business_date,)).fetchall()
-
-    def state_status_pairs(self, business_date: str) -> list[tuple[str | None, str, str | None, int]]:
-        return self._db.execute(
-            "SELECT settlement_state, status, kind, COUNT(*) FROM transactions WHERE settlement_date = ?"
-            " OR (business_date = ? AND settlement_state IS NULL) GROUP BY 1, 2, 3", (business_date, business_date)).fetchall()
-
-    def unbatched_settled(self, business_date: str) -> int:
-        """Settled rows of the date whose batch does not exist."""
-        return self._db.execute(
-            "SELECT COUNT(*) FROM transactions t WHERE settlement_date = ? AND settlement_state = 'settled'"
-            " AND NOT EXISTS (SELECT 1 FROM settlement_batches b WHERE b.batch_id = t.settlement_batch)",
-            (business_date,)).fetchone()[0]
+    def uncut_rows(self, business_date: str) -> int:
+        """Rows of the date that no cut-over has given a state: ones journaled after the cut-over began."""
+        return self._db.execute("SELECT COUNT(*) FROM transactions WHERE business_date = ? AND settlement_state IS NULL",
+                                (business_date,)).fetchone()[0]
 
     # ---- batches and adjustments ----
 
@@ -352,18 +349,26 @@ class SettlementStore:
             "SELECT terminal_id, batch_number, balanced FROM batches WHERE business_date = ? ORDER BY terminal_id, batch_number",
             (business_date,)).fetchall()
 
-    def uploaded_stans(self, terminal_id: str, batch_number: str) -> set[str]:
-        return {r[0] for r in self._db.execute(
-            "SELECT stan FROM batch_uploads WHERE terminal_id = ? AND batch_number = ?", (terminal_id, batch_number))}
-
     def batch_rows(self, terminal_id: str, batch_number: str) -> list[tuple[Any, ...]]:
-        """The terminal batch's approved money-moving rows: id, stan, amount, currency, kind, merchant, channel,
-        settlement state, rrn."""
+        """The terminal batch's money-moving rows, whatever became of them (a cup terminal uploads a voided
+        sale too): id, stan, amount, currency, kind, merchant, channel, settlement state, rrn, status."""
         return self._db.execute(
-            "SELECT id, stan, amount, currency, kind, merchant_id, settlement_channel, settlement_state, rrn"
-            " FROM transactions WHERE terminal_id = ? AND batch_number = ? AND status = 'approved'"
+            "SELECT id, stan, amount, currency, kind, merchant_id, settlement_channel, settlement_state, rrn, status"
+            " FROM transactions WHERE terminal_id = ? AND batch_number = ? AND status != 'declined'"
             " AND kind IN ('sale', 'completion', 'offline', 'refund', 'sale_void', 'completion_void')",
             (terminal_id, batch_number)).fetchall()
+
+    def uploads(self, terminal_id: str, batch_number: str) -> dict[str, int | None]:
+        """STAN → amount of the records the terminal uploaded for the batch."""
+        return {stan: amount for stan, amount in self._db.execute(
+            "SELECT stan, amount FROM batch_uploads WHERE terminal_id = ? AND batch_number = ?",
+            (terminal_id, batch_number))}
+
+    def terminal_currency(self, terminal_id: str) -> str | None:
+        """The currency the terminal trades in, as its latest row says."""
+        row = self._db.execute("SELECT currency FROM transactions WHERE terminal_id = ? AND currency IS NOT NULL"
+                               " ORDER BY id DESC LIMIT 1", (terminal_id,)).fetchone()
+        return None if row is None else row[0]
 
     def orphan_reversals(self, business_date: str) -> list[tuple[Any, ...]]:
         """id, terminal, stan, amount, currency, merchant of the date's reversals whose original never came."""
@@ -431,12 +436,36 @@ class SettlementStore:
                          (business_date, run, at, verdict, json.dumps(summary, sort_keys=True)))
 
 
+_SIGN = "CASE WHEN kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void') THEN 'C' ELSE 'D' END"
+"""D: the merchant is owed the amount; C: the merchant pays it back."""
 _CLEARING_SELECT = (
     "SELECT business_date, merchant_id, terminal_id, settlement_channel, kind, stan, rrn, pan_masked, amount,"
-    " currency, fee, created_at, auth_code, COALESCE(wallet_txn_id, order_no, ''), id,"
-    " CASE WHEN kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void') THEN 'C' ELSE 'D' END"
-    " FROM transactions"
+    f" currency, fee, created_at, auth_code, COALESCE(wallet_txn_id, order_no, ''), id, {_SIGN} FROM transactions"
 )
+
+
+def day_totals(db: sqlite3.Connection, business_date: str) -> list[tuple[Any, ...]]:
+    """One pass over the date's rows for the invariants: (currency, state, status, side, batch, count,
+    amount) per group; side is D (a payment), C (money back) or - (neither).
+
+    A function of a connection, so reconciliation can run it on a connection of its own in a thread while
+    it matches: SQLite works without the GIL, and nothing reconciliation resolves changes these groups."""
+    return db.execute(
+        "SELECT currency, settlement_state, status,"
+        " CASE WHEN kind IN ('sale', 'completion', 'offline', 'qr_order', 'qr_sale') THEN 'D'"
+        "      WHEN kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void') THEN 'C' ELSE '-' END,"
+        " settlement_batch, COUNT(*), COALESCE(SUM(amount), 0)"
+        " FROM transactions WHERE settlement_date = ? GROUP BY 1, 2, 3, 4, 5", (business_date,)).fetchall()
+
+
+def read_day_totals(path: Path, business_date: str) -> list[tuple[Any, ...]]:
+    """day_totals on a read-only connection of its own."""
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute("PRAGMA busy_timeout = 10000")
+        return day_totals(db, business_date)
+    finally:
+        db.close()
 
 
 def _column(key_column: str) -> str:
