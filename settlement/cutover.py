@@ -74,33 +74,41 @@ def cut_over(store: SettlementStore, business_date: str, *, settings: Settlement
     at = now.isoformat(timespec="seconds")
     value_date = (date.fromisoformat(business_date) + timedelta(days=settings.value_days)).isoformat()
     files = settlement_files(out_dir, business_date)
-    with store.writing():
-        store.close_day(business_date, at)
-        day = _Day(business_date, value_date, fees)
-        rows = list(store.rows_to_settle(business_date))
-        voided_originals = {r[_COL["original_id"]] for r in rows if r[_COL["kind"]] in VOID_KINDS and r[_COL["original_id"]]}
-        earlier = store.settled_earlier(voided_originals, business_date)
-        store.set_states(day.settle(row, row[_COL["original_id"]] in earlier) for row in rows)
-        pending = store.pending_adjustments()
-        for adjustment in pending:
-            store.apply_adjustment(adjustment.id, business_date, day.adjust(adjustment))
-        batches = day.batches()
-        store.insert_batches(batches)
-        _write_settlement_csv(files["settlement_csv"], batches)
-        reversals = [a for a in pending if a.target == "channel"]
-        trailer = write_clearing_file(
-            files["clearing_file"],
-            ClearingHeader(business_date=business_date, created_at=at, sender_id=settings.acquirer_id),
-            _clearing_records(store, business_date, reversals, at),
-        )
-        result = CutoverResult(
-            business_date=business_date, cutover_at=at, already=False, rows=len(rows), states=dict(day.states),
-            batches=[asdict(b) for b in batches], files={k: str(v) for k, v in files.items()},
-            adjustments_applied=len(pending),
-            clearing={"records": trailer.record_count, "debit_total": trailer.debit_total,
-                      "credit_total": trailer.credit_total},
-        )
-        store.record_day(business_date, at, {k: v for k, v in result.to_json().items() if k != "already"})
+    written: list[Path] = []
+    try:
+        with store.writing():
+            store.close_day(business_date, at)
+            day = _Day(business_date, value_date, fees)
+            rows = list(store.rows_to_settle(business_date))
+            voided = {r[_COL["original_id"]] for r in rows if r[_COL["kind"]] in VOID_KINDS and r[_COL["original_id"]]}
+            earlier = store.settled_earlier(voided, business_date)
+            store.set_states(day.settle(row, row[_COL["original_id"]] in earlier) for row in rows)
+            pending = store.pending_adjustments()
+            for adjustment in pending:
+                store.apply_adjustment(adjustment.id, business_date, day.adjust(adjustment))
+            batches = day.batches()
+            store.insert_batches(batches)
+            _write_settlement_csv(files["settlement_csv"], batches)
+            written.append(files["settlement_csv"])
+            reversals = [a for a in pending if a.target == "channel"]
+            trailer = write_clearing_file(
+                files["clearing_file"],
+                ClearingHeader(business_date=business_date, created_at=at, sender_id=settings.acquirer_id),
+                _clearing_records(store, business_date, reversals, at),
+            )
+            written.append(files["clearing_file"])
+            result = CutoverResult(
+                business_date=business_date, cutover_at=at, already=False, rows=len(rows), states=dict(day.states),
+                batches=[asdict(b) for b in batches], files={k: str(v) for k, v in files.items()},
+                adjustments_applied=len(pending),
+                clearing={"records": trailer.record_count, "debit_total": trailer.debit_total,
+                          "credit_total": trailer.credit_total},
+            )
+            store.record_day(business_date, at, {k: v for k, v in result.to_json().items() if k != "already"})
+    except BaseException:
+        for path in written:  # each file is whole, but without the day they describe they would mislead
+            path.unlink(missing_ok=True)
+        raise
     return result
 
 

@@ -77,7 +77,6 @@ def _clearing(store: SettlementStore, day: str, inject: dict[str, int], rng: ran
               sender_id: str) -> tuple[dict[str, list[str]], int]:
     records = [_record(day, row) for row in store.settled_rows(day)]
     pool = list(range(len(records)))
-    key = lambda r: f"{r.rrn}/{r.terminal_id}"  # noqa: E731 - the report's key, as the default match key builds it
     injected: dict[str, list[str]] = {}
     dropped = set(_pick(pool, inject.get("missing", 0), rng, "records to leave out"))
     injected["missing"] = [key(records[i]) for i in sorted(dropped)]
@@ -118,6 +117,11 @@ def _clearing(store: SettlementStore, day: str, inject: dict[str, int], rng: ran
     write_clearing_file(path, ClearingHeader(business_date=day, created_at=f"{day}T23:59:59", sender_id=sender_id),
                         kept)
     return injected, len(kept)
+
+
+def key(record: ClearingRecord) -> str:
+    """A record's key as reconciliation reports it under the default match key (rrn, terminal_id)."""
+    return f"{record.rrn}/{record.terminal_id}"
 
 
 def _bank(store: SettlementStore, day: str, inject: dict[str, int], rng: random.Random, path: Path,

@@ -15,7 +15,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -165,9 +165,9 @@ def _summary(store: SettlementStore, business_date: str, run: int, at: str, sour
     return {
         "business_date": business_date, "generated_at": at, "run": run, "verdict": verdict, "sources": sources,
         "channels": channels, "classes": classes, "invariants": invariants,
-        "batches": [vars(b) | {} for b in store.batches(business_date)],
+        "batches": [asdict(b) for b in store.batches(business_date)],
         "discrepancies": discrepancies,
-        "adjustments": [vars(a) | {} for a in store.adjustments(created_date=business_date)],
+        "adjustments": [asdict(a) for a in store.adjustments(created_date=business_date)],
     }
 
 

@@ -39,30 +39,34 @@ def resolve(store: SettlementStore, finding: Finding, discrepancy_id: int, busin
     return SUSPENSE, "held in suspense"
 
 
+def _adjust(store: SettlementStore, f: Finding, discrepancy_id: int, day: str, target: str, amount: int,
+            reason: str) -> int:
+    """An adjustment entry for the finding's merchant, channel and currency; returns its id."""
+    return store.add_adjustment(day, target, f.merchant_id or "", f.channel or "", f.currency or "", amount, reason,
+                                discrepancy_id, f.transaction_id, f.rrn, f.terminal_id)
+
+
 def _amount_adjustment(store: SettlementStore, f: Finding, discrepancy_id: int, day: str) -> tuple[str, str]:
     difference = (f.file_amount or 0) - (f.host_amount or 0)
-    adjustment = store.add_adjustment(day, "merchant", f.merchant_id or "", f.channel or "", f.currency or "",
-                                      difference, f"amount cleared {f.file_amount}, authorized {f.host_amount}",
-                                      discrepancy_id, f.transaction_id, f.rrn, f.terminal_id)
-    return RESOLVED, f"adjustment {adjustment}: {difference:+d} to the merchant's next settlement"
+    made = _adjust(store, f, discrepancy_id, day, "merchant", difference,
+                   f"amount cleared {f.file_amount}, authorized {f.host_amount}")
+    return RESOLVED, f"adjustment {made}: {difference:+d} to the merchant's next settlement"
 
 
 def _fee_adjustment(store: SettlementStore, f: Finding, discrepancy_id: int, day: str) -> tuple[str, str]:
     difference = (f.file_amount or 0) - (f.host_amount or 0)
-    adjustment = store.add_adjustment(day, "fee_income", f.merchant_id or "", f.channel or "", f.currency or "",
-                                      difference, f"fee in the file {f.file_amount}, ours {f.host_amount}",
-                                      discrepancy_id, f.transaction_id, f.rrn, f.terminal_id)
-    return RESOLVED, f"adjustment {adjustment}: fee difference {difference:+d} booked to fee income"
+    made = _adjust(store, f, discrepancy_id, day, "fee_income", difference,
+                   f"fee in the file {f.file_amount}, ours {f.host_amount}")
+    return RESOLVED, f"adjustment {made}: fee difference {difference:+d} booked to fee income"
 
 
 def _channel_reversal(store: SettlementStore, f: Finding, discrepancy_id: int, day: str) -> tuple[str, str]:
     amount = f.file_amount or f.amount
-    done = [f"adjustment {store.add_adjustment(day, 'channel', f.merchant_id or '', f.channel or '', f.currency or '', -amount, f'{f.cls}: presentment reversed to the channel', discrepancy_id, f.transaction_id, f.rrn, f.terminal_id)}:"
-            f" reversal of {amount} to the channel"]
+    made = _adjust(store, f, discrepancy_id, day, "channel", -amount, f"{f.cls}: presentment reversed to the channel")
+    done = [f"adjustment {made}: reversal of {amount} to the channel"]
     if f.cls == STATUS_MISMATCH and f.host_state == SETTLED:
-        taken = store.add_adjustment(day, "merchant", f.merchant_id or "", f.channel or "", f.currency or "",
-                                     -(f.host_amount or 0), "reversed at the host after the merchant was settled",
-                                     discrepancy_id, f.transaction_id, f.rrn, f.terminal_id)
+        taken = _adjust(store, f, discrepancy_id, day, "merchant", -(f.host_amount or 0),
+                        "reversed at the host after the merchant was settled")
         done.append(f"adjustment {taken}: {-(f.host_amount or 0):+d} to the merchant")
     return RESOLVED, "; ".join(done)
 
@@ -77,15 +81,12 @@ def _reverse_at_host(store: SettlementStore, f: Finding, discrepancy_id: int, da
     postings = (Posting(txn.account_id, txn.posted_amount),) if txn.account_id and txn.posted_amount else ()
     store.journal.record(Unit(updates=(reversed_txn,), postings=postings, at=at))
     done = [f"transaction {txn.id} reversed at the host, {txn.posted_amount} back to its account"]
-    channel = store.add_adjustment(day, "channel", f.merchant_id or "", f.channel or "", f.currency or "",
-                                   -(txn.amount or 0), "unreversed timeout reversed to the channel", discrepancy_id,
-                                   txn.id, txn.rrn, txn.terminal_id)
-    done.append(f"adjustment {channel}: reversal to the channel")
+    made = _adjust(store, f, discrepancy_id, day, "channel", -(txn.amount or 0), "unreversed timeout reversed to the channel")
+    done.append(f"adjustment {made}: reversal to the channel")
     if f.host_state == SETTLED:
-        merchant = store.add_adjustment(day, "merchant", f.merchant_id or "", f.channel or "", f.currency or "",
-                                        -(txn.amount or 0), "unreversed timeout taken back from the merchant",
-                                        discrepancy_id, txn.id, txn.rrn, txn.terminal_id)
-        done.append(f"adjustment {merchant}: {-(txn.amount or 0):+d} to the merchant")
+        taken = _adjust(store, f, discrepancy_id, day, "merchant", -(txn.amount or 0),
+                        "unreversed timeout taken back from the merchant")
+        done.append(f"adjustment {taken}: {-(txn.amount or 0):+d} to the merchant")
     return RESOLVED, "; ".join(done)
 
 

@@ -306,6 +306,7 @@ def test_a_refused_cutover_leaves_nothing_half_done(two_days, tmp_path, case) ->
     assert query(db, "SELECT COUNT(*) FROM transactions WHERE settlement_state IS NOT NULL"
                      " OR settlement_date IS NOT NULL") == [(0,)]
     assert not [p.name for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary file left behind
+    assert not list(tmp_path.rglob("settlement-*.csv"))  # nor a settlement CSV of a day that was not cut over
 
     retried = cut(db, out=tmp_path / "retry")
     assert not retried.result.already and not retried.failed
