@@ -936,9 +936,11 @@ def _render_status(r: dict[str, Any]) -> str:
 
 
 def _money(amounts: dict[str, int]) -> str:
+    """"12.50 CNY, 3.00 USD"; an amount whose currency no source told stays in minor units."""
     from possim.wire.money import currency, format_major
 
-    return ", ".join(f"{format_major(v, currency(c))} {currency(c).alpha}" for c, v in amounts.items()) or "nothing"
+    return ", ".join(f"{format_major(v, currency(c))} {currency(c).alpha}" if c else f"{v} (minor units)"
+                     for c, v in amounts.items()) or "nothing"
 
 
 def _run_terminal(
@@ -1521,12 +1523,17 @@ def settle_cutover(db: str, business_date: str, out: str | None, fixtures_dir: s
 
 
 def _render_cutover(r: dict[str, Any]) -> str:
+    from possim.wire.money import currency, format_major
+
     head = f"{r['business_date']}: " + ("already cut over at " if r["already"] else "cut over at ") + r["cutover_at"]
     lines = [head, f"  {r['rows']} journal rows: " + ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items()))]
-    lines.append(f"  {'batch':<52} {'sales':>12} {'refunds':>10} {'adjust':>9} {'fees':>8} {'net':>12}  value date")
+    lines.append(f"  {'batch':<50} {'sales':>12} {'refunds':>10} {'adjusted':>9} {'fees':>8} {'net':>12}      value date")
     for b in r["batches"]:
-        lines.append(f"  {b['batch_id']:<52} {b['sales_amount']:>12} {b['refunds_amount']:>10} {b['adjustments']:>9}"
-                     f" {b['fees']:>8} {b['net']:>12}  {b['value_date']}")
+        cur = currency(b["currency"])
+        sales, refunds, adjusted, fees, net = (format_major(b[k], cur) for k in
+                                               ("sales_amount", "refunds_amount", "adjustments", "fees", "net"))
+        lines.append(f"  {b['batch_id']:<50} {sales:>12} {refunds:>10} {adjusted:>9} {fees:>8} {net:>12} {cur.alpha}"
+                     f"  {b['value_date']}")
     lines += _render_invariants(r["invariants"])
     lines += [f"  {name}: {path}" for name, path in r["files"].items()]
     return "\n".join(lines)
@@ -1563,7 +1570,10 @@ def recon_run(db: str, business_date: str, files: tuple[str, ...], key: str | No
         if not sep or not path:
             raise click.BadParameter(f"{given!r} is not KIND=PATH", param_hint="--file")
         pairs.append((kind, Path(path)))
-    minor = parse_major(tolerance, find_currency("156")) if tolerance is not None else None
+    try:
+        minor = parse_major(tolerance, find_currency("156")) if tolerance is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tolerance") from None
     result = run_recon(db, business_date, pairs, fixtures_dir, out, key, minor)
     emit(as_json, result.to_json(), _render_recon)
     if result.failed:
@@ -1573,9 +1583,10 @@ def recon_run(db: str, business_date: str, files: tuple[str, ...], key: str | No
 def _render_recon(r: dict[str, Any]) -> str:
     lines = [f"{r['business_date']} reconciliation run {r['run']}: {r['verdict']} ({r['new']} new discrepancies)"]
     for s in r["sources"]:
-        lines.append(f"  source {s['kind']:<9} {s['path']}" + (f" ({s['records']} records)" if s["records"] is not None else ""))
+        counted = "terminal batches" if s["kind"] == "terminal" else "rows" if s["kind"] == "journal" else "records"
+        lines.append(f"  source {s['kind']:<9} {s['path']} ({s['records']} {counted})")
     for cls, c in r["classes"].items():
-        lines.append(f"  {cls:<20} {c['count']:>4}  amount {c['amount']:>10}  resolved {c['resolved']}, suspense"
+        lines.append(f"  {cls:<20} {c['count']:>4}  {_money(c['amounts']):>16}  resolved {c['resolved']}, suspense"
                      f" {c['suspense']}, exception {c['exception']}")
     lines += _render_invariants(r["invariants"])
     lines += [f"  {name}: {path}" for name, path in r["files"].items()]

@@ -594,7 +594,9 @@ async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path
         "settlement_csv": Path(cut.result.files["settlement_csv"]), "clearing_file": Path(cut.result.files["clearing_file"]),
         "practice_clearing": Path(clearing["file"]), "practice_bank": Path(bank["file"]),
         "recon_report": Path(recon.files["report_html"]), "recon_exceptions": Path(recon.files["exceptions_csv"]),
+        "recon_summary": Path(recon.files["summary_json"]),
         "next_settlement_csv": Path(cut2.result.files["settlement_csv"]),
+        "next_clearing_file": Path(cut2.result.files["clearing_file"]),
     }
 
 

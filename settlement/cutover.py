@@ -69,6 +69,9 @@ def cut_over(store: SettlementStore, business_date: str, *, settings: Settlement
         return CutoverResult(**{**done[1], "already": True})
     if business_date > today:
         raise SettlementError(f"{business_date} has not begun: the host's business date is {today}")
+    if (last := store.journal.last_cutover()) is not None and business_date < last:
+        raise SettlementError(f"{business_date} is before {last}, which is already cut over: the host has put"
+                              f" nothing on it since, and closing it now would book later adjustments into it")
     if (earlier := store.earlier_open_date(business_date)) is not None:
         raise SettlementError(f"{earlier} has rows and no cut-over: cut it over before {business_date}")
     at = now.isoformat(timespec="seconds")

@@ -64,6 +64,7 @@ def match_clearing(store: SettlementStore, business_date: str, paths: list[Path]
     reversals = {f"ADJ{a.id}": (abs(a.amount), "C" if a.amount < 0 else "D")
                  for a in store.adjustments(applied_date=business_date) if a.target == "channel"}
     seen: dict[tuple[str, ...], tuple[str, int]] = {}
+    repeats: dict[tuple[str, ...], int] = defaultdict(lambda: 1)
     findings: list[Finding] = []
     unmatched: list[tuple[str, tuple[str, ...], ClearingRecord]] = []
     disagreeing: list[tuple[str, tuple[str, ...], ClearingRecord, tuple]] = []
@@ -80,7 +81,7 @@ def match_clearing(store: SettlementStore, business_date: str, paths: list[Path]
             k = (key_of(rec),) if single else key_of(rec)
             if rec.kind == "reversal":
                 if reversals.pop(rec.reference, None) != (rec.amount, rec.sign):
-                    findings.append(Finding(MISSING_AT_HOST, "clearing", f"{rec.reference}@{name}:{line}",
+                    findings.append(Finding(MISSING_AT_HOST, "clearing", f"{rec.reference}/{rec.rrn}/{rec.amount}",
                                             f"{name} line {line}: reversal {rec.reference} of {rec.amount} was not"
                                             f" ordered for {business_date}", rec.amount, rec.currency, None,
                                             rec.merchant_id, rec.channel, None, rec.amount, rrn=rec.rrn,
@@ -88,7 +89,8 @@ def match_clearing(store: SettlementStore, business_date: str, paths: list[Path]
                 continue
             if k in seen:
                 first = seen[k]
-                findings.append(Finding(DUPLICATE, "clearing", f"{'/'.join(k)}@{name}:{line}",
+                repeats[k] += 1  # keyed by occurrence, not by file and line: a file sent again finds the same ones
+                findings.append(Finding(DUPLICATE, "clearing", f"{'/'.join(k)}#{repeats[k]}",
                                         f"{name} line {line}: presented again (first at {first[0]} line {first[1]})",
                                         rec.amount, rec.currency, None, rec.merchant_id, rec.channel, None, rec.amount,
                                         rrn=rec.rrn, terminal_id=rec.terminal_id))
@@ -176,6 +178,9 @@ def match_bank(store: SettlementStore, business_date: str, paths: list[Path],
         expected[ref] = (amount + b.sales_amount - b.refunds_amount, b.channel, b.currency)
     prefix = business_date.replace("-", "")
     seen: dict[str, str] = {}
+    occurrences: dict[str, int] = defaultdict(int)
+    """How often a reference (or, without one, an amount on a date) came: the 2nd time is keyed #2, so a
+    statement sent again under another name finds the same discrepancies instead of new ones."""
     findings = []
     records = {}
     for path in paths:
@@ -188,15 +193,18 @@ def match_bank(store: SettlementStore, business_date: str, paths: list[Path],
             day = ref[:8]
             if day.isdigit() and len(day) == 8 and day != prefix and ref not in expected:
                 continue
+            ident = ref or f"(no reference) {line.direction} {line.amount} {line.value_date}"
+            occurrences[ident] += 1
+            nth = occurrences[ident]
             if ref in seen:
-                findings.append(Finding(DUPLICATE, "bank", f"{ref}@{path.name}:{line.line}",
+                findings.append(Finding(DUPLICATE, "bank", f"{ref}#{nth}",
                                         f"{where}: {ref} received again (first at {seen[ref]})", line.amount,
                                         line.currency, channel=expected.get(ref, (0, None, None))[1],
                                         file_amount=signed))
                 continue
             seen[ref] = where
             if ref not in expected:
-                findings.append(Finding(UNIDENTIFIED_FUNDS, "bank", f"{ref or '(no reference)'}@{path.name}:{line.line}",
+                findings.append(Finding(UNIDENTIFIED_FUNDS, "bank", f"{ident}#{nth}",
                                         f"{where}: {line.direction} {line.amount} with reference {ref!r} matches no"
                                         f" settlement of {business_date}", line.amount, line.currency, file_amount=signed))
                 continue

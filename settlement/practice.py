@@ -66,7 +66,8 @@ def make_file(store: SettlementStore, business_date: str, kind: str, inject: dic
 
 def _pick(pool: list[Any], n: int, rng: random.Random, what: str) -> list[Any]:
     if n > len(pool):
-        raise SettlementError(f"--inject asks for {n} {what}, but the day has only {len(pool)} to choose from")
+        raise SettlementError(f"--inject asks for {n} {what}, but only {len(pool)} are left to choose from"
+                              f" (each injection takes records of its own)")
     chosen = rng.sample(pool, n)
     for item in chosen:
         pool.remove(item)
@@ -94,8 +95,16 @@ def _clearing(store: SettlementStore, day: str, inject: dict[str, int], rng: ran
     for r in _pick(unsettled, inject.get("status", 0), rng, "reversed or voided payments"):
         extra.append(r)
         injected.setdefault("status", []).append(key(r))
-    earlier = [_record(day, row) for row in store.settled_rows_before(day)]
-    for r in _pick(earlier, inject.get("late", 0), rng, "payments settled on earlier dates"):
+    # A late presentment practises best on what an earlier reconciliation found missing: it clears that item.
+    waiting = store.open_missing_in_file_ids()
+    earlier = list(store.settled_rows_before(day))
+    first = [row for row in earlier if row[_ROW_ID] in waiting]
+    late = inject.get("late", 0)
+    if late > len(earlier):
+        _pick(earlier, late, rng, "payments settled on earlier dates")  # says how many there are
+    rest = [row for row in earlier if row[_ROW_ID] not in waiting]
+    for row in first[:late] + _pick(rest, max(0, late - len(first)), rng, "payments settled on earlier dates"):
+        r = _record(day, row)
         extra.append(r)
         injected.setdefault("late", []).append(key(r))
     known = {r.rrn for r in records}
@@ -127,11 +136,13 @@ def key(record: ClearingRecord) -> str:
 def _bank(store: SettlementStore, day: str, inject: dict[str, int], rng: random.Random, path: Path,
           account: str) -> tuple[dict[str, list[str]], int]:
     credits: dict[str, list[Any]] = {}
-    for b in store.batches(day):
+    value_date = day
+    for b in store.batches(day):  # the channel pays on the value date, as the acquirer pays its merchants
         ref = channel_settlement_id(day, b.channel, b.currency)
         entry = credits.setdefault(ref, [0, b.currency, b.channel])
         entry[0] += b.sales_amount - b.refunds_amount
-    lines = [StatementLine(0, account, day, "CR" if amount >= 0 else "DR", abs(amount), currency, ref,
+        value_date = b.value_date
+    lines = [StatementLine(0, account, value_date, "CR" if amount >= 0 else "DR", abs(amount), currency, ref,
                            f"{channel} settlement {day}")
              for ref, (amount, currency, channel) in sorted(credits.items()) if amount != 0]
     pool = list(range(len(lines)))
@@ -146,7 +157,7 @@ def _bank(store: SettlementStore, day: str, inject: dict[str, int], rng: random.
     currency = lines[0].currency if lines else "156"
     for n in range(inject.get("unidentified", 0)):
         ref = f"UNKNOWN-{rng.randrange(10**8, 10**9)}"
-        extra.append(StatementLine(0, account, day, "CR", rng.randint(100, 99999), currency, ref,
+        extra.append(StatementLine(0, account, value_date, "CR", rng.randint(100, 99999), currency, ref,
                                    "transfer without a known reference"))
         injected.setdefault("unidentified", []).append(ref)
     kept: list[StatementLine] = [line for i, line in enumerate(lines) if i not in dropped]
@@ -154,6 +165,10 @@ def _bank(store: SettlementStore, day: str, inject: dict[str, int], rng: random.
         kept.insert(rng.randrange(len(kept) + 1), line)
     count = write_bank_statement(path, kept)
     return {k: v for k, v in injected.items() if v}, count
+
+
+_ROW_ID = 14
+"""Where a settled_rows row keeps its transaction id."""
 
 
 def _record(day: str, row: Iterable[Any]) -> ClearingRecord:

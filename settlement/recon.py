@@ -50,7 +50,7 @@ class ReconResult:
         s = self.summary
         return {
             "business_date": s["business_date"], "run": s["run"], "verdict": s["verdict"], "new": self.new,
-            "classes": {c["class"]: {k: c[k] for k in ("count", "amount", "resolved", "suspense", "exception")}
+            "classes": {c["class"]: {k: c[k] for k in ("count", "amounts", "resolved", "suspense", "exception")}
                         for c in s["classes"] if c["count"]},
             "invariants": [{k: i[k] for k in ("name", "currency", "passed", "left", "right", "detail")} for i in s["invariants"]],
             "sources": s["sources"], "files": self.files,
@@ -134,8 +134,12 @@ def _summary(store: SettlementStore, business_date: str, run: int, at: str, sour
     classes = []
     for cls, (title, resolution) in CLASSES.items():
         of_class = [d for d in discrepancies if d["class"] == cls]
+        amounts: dict[str, int] = defaultdict(int)
+        for d in of_class:
+            amounts[d["currency"] or ""] += d["amount"]
         classes.append({
             "class": cls, "title": title, "count": len(of_class), "amount": sum(d["amount"] for d in of_class),
+            "amounts": dict(amounts),
             "currency": of_class[0]["currency"] if of_class and of_class[0]["currency"] else "156",
             "resolution": resolution.replace("the ageing period", f"{suspense_days} days"),
             "resolved": sum(d["state"] == RESOLVED for d in of_class),

@@ -385,7 +385,7 @@ def _discrepancies(discrepancies: Sequence[Mapping[str, Any]]) -> str:
             f"{_td(d['id'], True)}<td>{badge}</td>"
             f"<td>{_e(d['class'])}<span class=\"sub\">{_e(d.get('source', ''))}</span></td>"
             f'<td><span class="code">{_e(d.get("key", ""))}</span>'
-            f'<span class="sub">{_e(d.get("merchant_id", ""))} {_e(d.get("channel", ""))}</span></td>'
+            f'<span class="sub">{_e(" ".join(str(v) for v in (d.get("merchant_id"), d.get("channel")) if v))}</span></td>'
             f"{_td(_money(d.get('host_amount'), code), True)}{_td(_money(d.get('file_amount'), code), True)}"
             f"{_td(_money(d.get('amount'), code), True)}"
             f"<td>{_e(d.get('resolution', ''))}<span class=\"sub\">{_e(d.get('detail', ''))}</span></td>"

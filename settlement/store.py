@@ -417,6 +417,12 @@ class SettlementStore:
             (transaction_id,)).fetchone()
         return None if row is None else Discrepancy(*row)
 
+    def open_missing_in_file_ids(self) -> set[int]:
+        """Transactions an earlier reconciliation found missing from the clearing files, still in suspense."""
+        return {r[0] for r in self._db.execute(
+            "SELECT transaction_id FROM discrepancies WHERE class = 'missing_in_file' AND source = 'clearing'"
+            " AND state = 'suspense' AND transaction_id IS NOT NULL")}
+
     def age_suspense(self, oldest_first_seen: str, at: str) -> int:
         """Suspense items first seen on or before `oldest_first_seen` become exceptions for a person."""
         cursor = self._db.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -160,7 +161,7 @@ def test_each_injected_discrepancy_is_found_alone_and_resolved_as_documented(set
     assert found(result) == manifest["expected"]
     (item,) = result.summary["discrepancies"]
     assert (item["class"], item["source"], item["state"]) == (cls, kind, state)
-    assert item["key"] == key or item["key"].startswith(f"{key}@")  # a duplicate's key names its second line
+    assert item["key"] == key or item["key"].startswith(f"{key}#")  # a repeat's key counts its occurrence
     assert result.summary["verdict"] == ("open exceptions" if state == "exception" else "resolved")
     assert cls in CLASSES and all(i["passed"] for i in result.summary["invariants"])
     booked = query(db, "SELECT target, amount, discrepancy_id FROM adjustments ORDER BY id")
@@ -182,6 +183,9 @@ def test_reconciliation_run_again_resolves_nothing_twice(settled: Settled, tmp_p
                 query(db, "SELECT id, status, settlement_state FROM transactions ORDER BY id"))
     assert snapshot[0]  # the first run did book adjustments, so "unchanged" below means something
 
+    resent = tmp_path / "resent"  # the same files sent again under other names find the same discrepancies
+    resent.mkdir()
+    files = [(kind, Path(shutil.copy(path, resent / f"again-{path.name}"))) for kind, path in files]
     second = recon(db, D, files, tmp_path / "out", hour=13)
     assert (second.new, first.summary["run"], second.summary["run"]) == (0, 1, 2)
     assert found(second) == found(first)

@@ -273,6 +273,19 @@ def test_the_later_date_cannot_be_cut_over_first_and_nothing_settles_twice(two_d
     assert all(_invariants(db, later.result.files, D1).values())
 
 
+def test_a_date_before_the_last_one_cut_over_is_refused(two_days, tmp_path) -> None:
+    """The host put nothing on it since (its dates only move on), so closing it could only be a typo that
+    would book the next adjustments into the past."""
+    db = copy_journal(two_days[0], tmp_path)
+    cut(db, D, out=tmp_path / "d")
+    states = query(db, "SELECT id, settlement_state, settlement_date FROM transactions ORDER BY id")
+    with pytest.raises(SettlementError, match=f"{day(D, -3)} is before {D}, which is already cut over"):
+        cut(db, day(D, -3), out=tmp_path / "past")
+    assert query(db, "SELECT business_date FROM business_days ORDER BY 1") == [(D,)]
+    assert query(db, "SELECT id, settlement_state, settlement_date FROM transactions ORDER BY id") == states
+    assert not (tmp_path / "past").exists()
+
+
 # ---- refusals ----
 
 
