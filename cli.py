@@ -288,11 +288,12 @@ def serial_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--hsm", "hsm_address", help="Check PINs with the payShield-style HSM at HOST:PORT (e.g. `possim hsm serve`); it must hold the host's LMK. Default: an HSM inside the host.")
 @click.option("--lmk", "lmk_path", type=click.Path(dir_okay=False, exists=True), help="Variant LMK file the host keeps keys under (as `possim hsm serve --lmk`); default: the published test LMK.")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, exists=True), help="Scenario rules YAML instead of the fixtures' host_rules.yaml; reloaded when it changes.")
+@click.option("--finance", "finance_address", help="Take government fee payments, confirming them to the finance system at HOST:PORT (possim fees finance serve).")
 @json_option
 def host_run(
     listen: str | None, http: str | None, serial_ports: tuple[str, ...], baud: int | None, link_profile: str, dialect: str, db: str,
     fixtures_dir: str | None, trace: str | None, log_level: str, hsm_address: str | None, lmk_path: str | None,
-    rules_file: str | None, as_json: bool,
+    rules_file: str | None, finance_address: str | None, as_json: bool,
 ) -> None:
     """Serve terminals over TCP and/or serial ports until interrupted (Ctrl-C or SIGTERM).
 
@@ -323,10 +324,15 @@ def host_run(
 
     lmk = VariantLmk.load(lmk_path) if lmk_path else VariantLmk.test()
     hsm = _external_hsm(hsm_address, lmk) if hsm_address else None
+    finance_at = _address(finance_address, "--finance") if finance_address else None
     try:
         core = build_host(dialect, db, fixtures_dir, hsm=hsm, lmk=lmk, rules_file=rules_file)
     except sqlite3.Error as exc:
         raise CommandError(f"journal {db}: {exc}") from None
+    if finance_at is not None:
+        from possim.acquirer.fee_desk import finance_key
+
+        core.fees.connect(finance_at, finance_key(fixtures_dir))
 
     async def serve() -> None:
         from possim.acquirer.serial_server import SerialHostServer
@@ -346,7 +352,8 @@ def host_run(
                 lambda bound: {"listening": bound, "http": _joined(tcp.http_address if tcp else None),
                                "serial": list(serial_ports),
                                "link_profile": profile.name if profile else None, "dialect": core.dialect.name,
-                               "db": str(Path(db).resolve()), "event_loop": loop_kind, "hsm": hsm_address or "built-in"},
+                               "db": str(Path(db).resolve()), "event_loop": loop_kind, "hsm": hsm_address or "built-in",
+                               "finance": finance_address},
                 lambda r: "possim host listening on "
                           + ", ".join(filter(None, [r["listening"], r["http"] and f"http://{r['http']}",
                                                     *(f"serial {p}" for p in r["serial"])]))
@@ -554,7 +561,8 @@ def _reference(length: int, what: str) -> Callable[[click.Context, click.Paramet
     return check
 
 
-def _card_action(options: dict[str, Any], act: Callable[[Any, Any, str, str | None], Any]) -> None:
+def _card_action(options: dict[str, Any], act: Callable[[Any, Any, str, str | None], Any],
+                 render: Callable[[dict[str, Any]], str] | None = None) -> None:
     """Run `act(terminal, card, entry, pin)` with the card options resolved, then write receipts if asked."""
     from possim.terminal import resolve_card
 
@@ -563,7 +571,7 @@ def _card_action(options: dict[str, Any], act: Callable[[Any, Any, str, str | No
     pin = options.pop("pin")
     receipt = options.pop("receipt_path")
     _parent_exists(receipt, "--receipt")
-    _run_terminal(options, lambda terminal: act(terminal, card, entry, pin), receipt=receipt)
+    _run_terminal(options, lambda terminal: act(terminal, card, entry, pin), render=render, receipt=receipt)
 
 
 @pos.command("purchase")
@@ -578,6 +586,47 @@ def pos_purchase(amount: str, **options: Any) -> None:
     75 too many wrong PINs today. The test cards' PINs are in cards.yaml.
     """
     _card_action(options, lambda t, card, entry, pin: t.purchase(_minor(t, amount), card, pin=pin, entry=entry))
+
+
+@pos.command("fee-query")
+@click.option("--code", "pay_code", required=True, help="The payment notice's code (digits, as printed or scanned).")
+@pos_options
+def pos_fee_query(pay_code: str, **options: Any) -> None:
+    """Look a government fee notice up: what is due, to which agency, from whom (docs/fees.md)."""
+    _run_terminal(options, lambda terminal: terminal.fee_query(pay_code), render=_render_fee_result)
+
+
+@pos.command("fee-pay")
+@click.option("--code", "pay_code", required=True, help="The payment notice's code (digits, as printed or scanned).")
+@click.option("--amount", help="Amount in major units (default: the notice's amount due, looked up first).")
+@card_options
+@pos_options
+def pos_fee_pay(pay_code: str, amount: str | None, **options: Any) -> None:
+    """Pay a government fee notice by card: the host charges exactly the amount due and confirms the payment to
+    the finance system before it answers; a payment the finance system never confirms is reversed (N4)."""
+
+    async def pay(terminal: Any, card: Any, entry: str, pin: str | None) -> Any:
+        if amount is not None:
+            return await terminal.fee_payment(pay_code, _minor(terminal, amount), card, pin=pin, entry=entry)
+        looked_up = await terminal.fee_query(pay_code)
+        if not looked_up.approved or not looked_up.notice:
+            return looked_up
+        return await terminal.fee_payment(pay_code, looked_up.notice["amount_due"], card, pin=pin, entry=entry)
+
+    _card_action(options, pay, render=_render_fee_result)
+
+
+def _render_fee_result(r: dict[str, Any]) -> str:
+    lines = [_render_result(r)]
+    notice = r.get("notice") or {}
+    if notice:
+        due = _money({r["currency"] or "156": notice["amount_due"]}) if isinstance(notice.get("amount_due"), int) else "?"
+        who = notice.get("agency_name") or notice.get("agency_code", "")
+        lines.append(f"  notice {notice.get('pay_code')}: {due} to {who}"
+                     + (f" from {notice['payer_name']}" if notice.get("payer_name") else "")
+                     + f", due {notice.get('due_date', '?')}, {str(notice.get('notice_status', '')).lower()}"
+                     + (f"; confirmed {notice['confirm_no']}" if notice.get("confirm_no") else ""))
+    return "\n".join(lines)
 
 
 @pos.command("void")

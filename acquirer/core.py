@@ -58,7 +58,8 @@ from .qr_orders import OrderService
 from .registry import Registry
 from .rules import Request, Rule, Rules
 from .business_day import MIDNIGHT, BusinessCalendar
-from .settings import HostSettings, QrSettings
+from .fee_desk import FEE_KINDS, FeeDesk
+from .settings import FeeSettings, HostSettings, QrSettings
 from .wallets import WalletNetwork
 
 log = logging.getLogger("possim.host")
@@ -118,6 +119,7 @@ class HostCore:
         wallets: WalletNetwork | None = None,
         qr_settings: QrSettings = QrSettings(),
         cutover_time: time = MIDNIGHT,
+        fee_settings: FeeSettings = FeeSettings(),
     ):
         """`hsm` is how PINs get checked: an HSM over TCP, or by default one in this process.
         `lmk` is the HSM's LMK (default: the published test LMK); the host keeps keys under it."""
@@ -148,6 +150,8 @@ class HostCore:
         """How far above its pre-authorization a completion may go."""
         self._batch_close = BatchClose(self)
         self.calendar = BusinessCalendar(journal, cutover_time)
+        self.fees = FeeDesk(self, fee_settings)
+        """Government fee payments; connect() it to a finance system to take them."""
         self.orders = OrderService(journal, wallets or WalletNetwork([], []), qr_settings, self._rng, self._rrn,
                                    self.calendar.date_of)
         """The QR order service, shared with the HTTP API (acquirer/http_api.py)."""
@@ -352,6 +356,8 @@ class HostCore:
         pan_hash = self.journal.pan_hash(card.pan) if card.pan else None
         request_fingerprint = fingerprint(message, pan_hash)
         rule = self._rule_for(message, card)
+        if (waiting := self.fees.in_flight((tid, stan, req.key_date))) is not None:
+            return waiting
         existing = self.journal.transaction(tid, stan, req.key_date)
         if existing is not None:
             return self._repeat(req, existing, request_fingerprint, rule)
@@ -359,6 +365,8 @@ class HostCore:
         kind = self.dialect.transaction_of(message)
         if kind is not None and kind.name in QR_KINDS:
             return self._qr.handle(req, kind.name, rule)
+        if kind is not None and kind.name in FEE_KINDS:
+            return self.fees.handle(req, kind.name, rule, card, pan_hash, request_fingerprint)
         self._expire_holds(req)
         ctx = Context(message, req.now, req.business_date, self._services, card, rule,
                       session=self.journal.terminal(tid), pan_hash=pan_hash,
@@ -463,6 +471,7 @@ class HostCore:
         holds: tuple[Hold, ...] = ()
         orders: tuple[Order, ...] = ()
         notifications: tuple[Notification, ...] = ()
+        reversed_fee: Transaction | None = None
         mismatch = _mismatch(message, original) if original is not None else None
         if mismatch is not None:
             note = f"does not reverse transaction {original.id} ({mismatch}): nothing reversed"
@@ -488,6 +497,8 @@ class HostCore:
                 postings = (Posting(original.account_id, original.posted_amount), *postings)
             updates = (update, *updates)
             note = f"reverses transaction {original.id}"
+            if original.kind == "fee_payment":
+                reversed_fee = original
         else:
             note = f"repeated reversal of transaction {original.id}: nothing to do"
         self.journal.record(Unit(
@@ -495,6 +506,8 @@ class HostCore:
             insert=insert, updates=updates, postings=postings, holds=holds, at=req.at,
             orders=orders, notifications=notifications,
         ))
+        if reversed_fee is not None:
+            self.fees.reversed_by_terminal(reversed_fee, req.at)
         return _reply(data, rule)
 
     def _irreversible(self, original: Transaction) -> str | None:
@@ -691,7 +704,7 @@ def build_host(
     return HostCore(
         dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk,
         preauth_hold=settings.preauth_hold, completion_tolerance_percent=settings.completion_tolerance_percent,
-        wallets=wallets, qr_settings=settings.qr, cutover_time=settings.cutover_time,
+        wallets=wallets, qr_settings=settings.qr, cutover_time=settings.cutover_time, fee_settings=settings.fees,
     )
 
 

@@ -32,7 +32,7 @@ def approved_effects(ctx: Context, at: str, hold_for: timedelta) -> Effects:
     kind, account, amount = ctx.kind.name if ctx.kind else "", ctx.account, ctx.amount or 0
     if account is None or kind in ("balance", "authorization"):
         return Effects()
-    if kind in ("sale", "offline"):
+    if kind in ("sale", "offline", "fee_payment"):
         return Effects(amount, (Posting(account.id, -amount),))
     if kind == "preauth":
         expires = _stamp(ctx.now + hold_for)

@@ -207,6 +207,23 @@ CREATE TABLE IF NOT EXISTS notifications (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at);
+CREATE TABLE IF NOT EXISTS fee_payments (
+    transaction_id INTEGER PRIMARY KEY,
+    pay_code       TEXT NOT NULL,
+    agency_code    TEXT,
+    amount         INTEGER NOT NULL,
+    currency       TEXT NOT NULL,
+    channel        TEXT NOT NULL,
+    trade_no       TEXT NOT NULL UNIQUE,
+    state          TEXT NOT NULL,
+    confirm_no     TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    last_result    TEXT,
+    business_date  TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fee_payments_by_state ON fee_payments (state);
 CREATE TABLE IF NOT EXISTS business_days (
     business_date TEXT PRIMARY KEY,
     cutover_at    TEXT NOT NULL
@@ -467,6 +484,33 @@ class Notification:
     updated_at: str
 
 
+@dataclass(frozen=True)
+class FeePayment:
+    """A government fee paid by card, and where its confirmation to the finance system stands (docs/fees.md):
+    confirming → confirmed; or, when it cannot be confirmed or the payment is reversed, cancel_pending →
+    cancelled (or cancel_refused, for a person)."""
+
+    transaction_id: int | None
+    """The card payment's row; None in a Unit that inserts that row (it takes the row's id)."""
+    pay_code: str
+    agency_code: str | None
+    amount: int
+    currency: str
+    channel: str
+    trade_no: str
+    """The bank's trade number the finance system knows the payment by: the payment's RRN."""
+    state: str
+    confirm_no: str | None
+    attempts: int
+    last_result: str | None
+    business_date: str
+    created_at: str
+    updated_at: str
+
+
+_FEE_COLUMNS = tuple(f.name for f in dataclasses.fields(FeePayment))
+_FEE_VALUES = operator.attrgetter(*_FEE_COLUMNS)
+_UPSERT_FEE = f"INSERT OR REPLACE INTO fee_payments ({', '.join(_FEE_COLUMNS)}) VALUES ({', '.join('?' * len(_FEE_COLUMNS))})"
 _ORDER_COLUMNS = tuple(f.name for f in dataclasses.fields(Order))
 _ORDER_VALUES = operator.attrgetter(*_ORDER_COLUMNS)
 _UPSERT_ORDER = f"INSERT OR REPLACE INTO qr_orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' * len(_ORDER_COLUMNS))})"
@@ -494,6 +538,8 @@ class Unit:
     """QR orders written whole (insert or replace); one whose transaction_id is None takes the inserted row's id."""
     refunds: tuple[QrRefund, ...] = ()
     notifications: tuple[Notification, ...] = ()
+    fee_payments: tuple[FeePayment, ...] = ()
+    """Written whole; one whose transaction_id is None takes the inserted row's id."""
     at: str = ""
 
 
@@ -677,6 +723,10 @@ class Journal:
                                             refund.created_at))
             for n in unit.notifications:
                 db.execute(_UPSERT_NOTIFICATION, _NOTIFICATION_VALUES(n))
+            for fee in unit.fee_payments:
+                if fee.transaction_id is None:
+                    fee = dataclasses.replace(fee, transaction_id=inserted)
+                db.execute(_UPSERT_FEE, _FEE_VALUES(fee))
             for r in unit.uploads:
                 db.execute("INSERT OR IGNORE INTO batch_uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (r.terminal_id, r.batch_number, r.stan, r.masked_pan, r.amount, r.card_org, r.at))
@@ -847,6 +897,16 @@ class Journal:
             "SELECT * FROM notifications WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?", (now, limit)
         )
         return [Notification(**dict(r)) for r in rows]
+
+    def fee_payment(self, transaction_id: int) -> FeePayment | None:
+        row = self._db.execute(f"SELECT {', '.join(_FEE_COLUMNS)} FROM fee_payments WHERE transaction_id = ?",
+                               (transaction_id,)).fetchone()
+        return None if row is None else FeePayment(*row)
+
+    def fee_payments(self, state: str | None = None) -> list[FeePayment]:
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+        return [FeePayment(*r) for r in self._db.execute(
+            f"SELECT {', '.join(_FEE_COLUMNS)} FROM fee_payments {where} ORDER BY transaction_id", args)]
 
     def notifications(self) -> list[Notification]:
         return [Notification(**dict(r)) for r in self._db.execute("SELECT * FROM notifications ORDER BY created_at")]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .rules import Rule
@@ -11,11 +12,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Reply:
-    """Write `data` (a whole frame) after `delay` seconds, then close if `close`; `data` None sends nothing."""
+    """Write `data` (a whole frame) after `delay` seconds, then close if `close`; `data` None sends nothing.
+
+    `later` is an answer the core must wait for — a fee payment waits for the finance system — which the
+    transport awaits without holding up anyone else, then treats the Reply it gives as this one.
+    """
 
     data: bytes | None = None
     delay: float = 0.0
     close: bool = False
+    later: Coroutine[Any, Any, Reply] | None = None
 
 
 def shaped(data: bytes | None, rule: Rule | None) -> Reply:

@@ -50,6 +50,8 @@ class SerialHostServer(SerialService):
         if self.trace is not None:
             self.trace.frame("IN", self.peer, encode_length(self.core.framing, len(payload)) + payload)
         reply = self.core.handle(payload, self.peer)
+        if reply.later is not None:  # the serial session answers frame by frame: waiting here is its order
+            reply = await reply.later
         if reply.data is None:
             log.info("%s: no answer sent%s", self.peer, " (a rule closes the link)" if reply.close else "")
             return

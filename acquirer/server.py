@@ -19,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from possim.wire.framing import FrameReader, FramingError, encode_length
 from possim.wire.server_thread import ServerThread
 from possim.wire.trace import TraceFile
 
 from .core import HostCore, Reply
+from .pipeline import log_fault
 from .http_api import HttpFront, OrderApi
 from .order_timers import OrderTimers
 from .partners import Partners
@@ -88,6 +90,7 @@ class HostServer:
         log.info("host listening on %s:%d (%s)", *self.address, self.core.dialect.name)
         self._timers = OrderTimers(self.core, self._partners)
         self._timers.start()
+        self.core.fees.resume()
         if self._http_at is not None:
             self._http = HttpFront(OrderApi(self.core, self._partners))
             self.http_address = await self._http.start(*self._http_at)
@@ -106,6 +109,7 @@ class HostServer:
         if self._timers is not None:
             await self._timers.stop()
             self._timers = None
+        await self.core.fees.stop()
         if self._turn is not None:
             self._turn.cancel()
             self._turn = None
@@ -171,7 +175,8 @@ class _Connection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._transport: asyncio.Transport | None = None
         self._queued: list[bytes] = []
-        self._late: dict[int, asyncio.TimerHandle] = {}
+        self._late: dict[int, asyncio.TimerHandle | asyncio.Task[None]] = {}
+        """Answers owed later: delayed ones (timer handles) and ones still being worked out (tasks)."""
         self._late_ids = itertools.count()
         self._partial_timer: asyncio.TimerHandle | None = None
         self._closing = False
@@ -242,6 +247,9 @@ class _Connection(asyncio.Protocol):
     def answer(self, replies: list[Reply]) -> None:
         """Write (or schedule) the committed answers to the frames taken; close if one says so."""
         for reply in replies:
+            if reply.later is not None:
+                self._wait_for(reply.later)
+                continue
             if reply.data is not None:
                 if reply.delay <= 0:
                     self._send(reply.data)
@@ -268,6 +276,26 @@ class _Connection(asyncio.Protocol):
             return
         self._transport.write(data)
         self.server._trace_out(self.peer, data)
+
+    def _wait_for(self, later: Coroutine[Any, Any, Reply]) -> None:
+        """An answer the core is still working out: awaited on its own, so the link keeps being served and
+        answered meanwhile; owed like a delayed answer (the link stays open for it)."""
+        if self._closing:
+            later.close()
+            return
+        key = next(self._late_ids)
+
+        async def answer_when_ready() -> None:
+            try:
+                reply = await later
+            except Exception as exc:  # one request's failure must not end the link
+                log_fault(f"answering {self.peer}", exc)
+                reply = Reply()
+            finally:
+                self._late.pop(key, None)
+            self.answer([reply])
+
+        self._late[key] = asyncio.get_running_loop().create_task(answer_when_ready())
 
     def _send_late(self, key: int, data: bytes) -> None:
         del self._late[key]

@@ -30,12 +30,22 @@ class QrSettings:
 
 
 @dataclass(frozen=True)
+class FeeSettings:
+    finance_timeout: float = 3.0
+    """Seconds a finance-system answer may take before it counts as lost."""
+    confirm_attempts: int = 3
+    cancel_backoff: tuple[int, ...] = (1, 5, 15, 60)
+    bank_id: str = "BANK310000"
+
+
+@dataclass(frozen=True)
 class HostSettings:
     preauth_hold: timedelta = timedelta(days=7)
     completion_tolerance_percent: int = 15
     qr: QrSettings = field(default_factory=QrSettings)
     cutover_time: time = time(0)
     """Messages from this time of day on belong to the next business date (00:00: the calendar date)."""
+    fees: FeeSettings = field(default_factory=FeeSettings)
 
     @classmethod
     def from_fixtures(cls, folder: str | Path | None = None) -> HostSettings:
@@ -44,6 +54,10 @@ class HostSettings:
         preauth = _section(data, "preauth", source)
         qr = _section(data, "qr", source)
         settlement = _section(data, "settlement", source)
+        fees = _section(data, "fees", source)
+        backoff_fees = fees.get("cancel_backoff_seconds", list(FeeSettings.cancel_backoff))
+        if not isinstance(backoff_fees, list) or not backoff_fees or not all(_is_whole(v) and v > 0 for v in backoff_fees):
+            raise FixtureError(f"{source}: fees.cancel_backoff_seconds must be a list of whole seconds > 0")
         backoff = qr.get("notify_backoff_seconds", list(QrSettings.notify_backoff))
         if not isinstance(backoff, list) or not backoff or not all(_is_whole(v) and v > 0 for v in backoff):
             raise FixtureError(f"{source}: qr.notify_backoff_seconds must be a list of whole seconds > 0")
@@ -58,6 +72,12 @@ class HostSettings:
                 notify_timeout=float(_whole(qr, "qr.notify_timeout_seconds", 5, source, least=1)),
             ),
             cutover_time=parse_time_of_day(settlement.get("cutover_time", "00:00"), f"{source}: settlement.cutover_time"),
+            fees=FeeSettings(
+                finance_timeout=float(_whole(fees, "fees.finance_timeout_seconds", 3, source, least=1)),
+                confirm_attempts=_whole(fees, "fees.confirm_attempts", 3, source, least=1),
+                cancel_backoff=tuple(backoff_fees),
+                bank_id=str(fees.get("bank_id", FeeSettings.bank_id)),
+            ),
         )
 
 

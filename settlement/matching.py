@@ -34,7 +34,7 @@ from .store import SettlementStore
 
 _RECORD_FIELD = {"rrn": "rrn", "terminal_id": "terminal_id", "stan": "stan", "merchant_id": "merchant_id",
                  "auth_code": "auth_code", "reference": "reference"}
-_UPLOADED_KINDS = ("sale", "completion", "offline")
+_UPLOADED_KINDS = ("sale", "completion", "offline", "fee_payment")
 
 
 @dataclass

@@ -24,7 +24,7 @@ CARRIED = "carried"
 """A QR payment still waiting for the payer at cut-over: the next cut-over settles it once it is decided."""
 STATES = (SETTLED, STATE_REVERSED, STATE_VOIDED, VOID, STATE_DECLINED, NO_FUNDS, STATE_ORPHAN, CARRIED)
 
-DEBIT_KINDS = frozenset({"sale", "completion", "offline", "qr_order", "qr_sale"})
+DEBIT_KINDS = frozenset({"sale", "completion", "offline", "qr_order", "qr_sale", "fee_payment"})
 CREDIT_KINDS = frozenset({"refund", "qr_refund"})
 VOID_KINDS = frozenset({"sale_void", "completion_void"})
 QR_KINDS = frozenset({"qr_order", "qr_sale", "qr_refund", "qr_query", "qr_close"})
@@ -56,3 +56,8 @@ def settlement_state(kind: str | None, status: str, original_settled_earlier: bo
     if kind in VOID_KINDS and status == REVERSED:
         return STATE_REVERSED, None
     return NO_FUNDS, None
+
+
+def sql_list(kinds: frozenset[str]) -> str:
+    """The kinds as an SQL list, for the statements that sort rows by side."""
+    return "(" + ", ".join(f"'{k}'" for k in sorted(kinds)) + ")"

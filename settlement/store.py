@@ -24,6 +24,8 @@ from typing import Any
 
 from possim.acquirer.journal import Journal
 
+from .states import CREDIT_KINDS, DEBIT_KINDS, VOID_KINDS, sql_list
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settlement_days (
     business_date TEXT PRIMARY KEY,
@@ -355,7 +357,7 @@ class SettlementStore:
         return self._db.execute(
             "SELECT id, stan, amount, currency, kind, merchant_id, settlement_channel, settlement_state, rrn, status"
             " FROM transactions WHERE terminal_id = ? AND batch_number = ? AND status != 'declined'"
-            " AND kind IN ('sale', 'completion', 'offline', 'refund', 'sale_void', 'completion_void')",
+            " AND kind IN ('sale', 'completion', 'offline', 'fee_payment', 'refund', 'sale_void', 'completion_void')",
             (terminal_id, batch_number)).fetchall()
 
     def uploads(self, terminal_id: str, batch_number: str) -> dict[str, int | None]:
@@ -442,7 +444,9 @@ class SettlementStore:
                          (business_date, run, at, verdict, json.dumps(summary, sort_keys=True)))
 
 
-_SIGN = "CASE WHEN kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void') THEN 'C' ELSE 'D' END"
+_DEBITS = sql_list(DEBIT_KINDS)
+_CREDITS = sql_list(CREDIT_KINDS | VOID_KINDS)
+_SIGN = f"CASE WHEN kind IN {_CREDITS} THEN 'C' ELSE 'D' END"
 """D: the merchant is owed the amount; C: the merchant pays it back."""
 _CLEARING_SELECT = (
     "SELECT business_date, merchant_id, terminal_id, settlement_channel, kind, stan, rrn, pan_masked, amount,"
@@ -458,8 +462,8 @@ def day_totals(db: sqlite3.Connection, business_date: str) -> list[tuple[Any, ..
     it matches: SQLite works without the GIL, and nothing reconciliation resolves changes these groups."""
     return db.execute(
         "SELECT currency, settlement_state, status,"
-        " CASE WHEN kind IN ('sale', 'completion', 'offline', 'qr_order', 'qr_sale') THEN 'D'"
-        "      WHEN kind IN ('refund', 'qr_refund', 'sale_void', 'completion_void') THEN 'C' ELSE '-' END,"
+        f" CASE WHEN kind IN {_DEBITS} THEN 'D'"
+        f"      WHEN kind IN {_CREDITS} THEN 'C' ELSE '-' END,"
         " settlement_batch, COUNT(*), COALESCE(SUM(amount), 0)"
         " FROM transactions WHERE settlement_date = ? GROUP BY 1, 2, 3, 4, 5", (business_date,)).fetchall()
 

@@ -30,7 +30,9 @@ CHIP_ENTRIES = frozenset({"chip", "contactless"})
 CARD_SEQUENCE = "001"
 """Field 23 of a chip read: the card's PAN sequence number (5F34 01)."""
 NEEDS_AUTH_CODE = frozenset({"completion", "preauth_void"})
-CARDLESS = frozenset({"sale_void", "completion_void"})
+CARDLESS = frozenset({"sale_void", "completion_void", "fee_query"})
+FEE_KINDS = frozenset({"fee_query", "fee_payment"})
+"""Government fee kinds: the payment notice's code travels in the qr_data field (docs/fees.md)."""
 """Kinds the host matches by RRN alone: the card may be presented again, but need not be."""
 SCANNED_CARD_FIELDS = frozenset({2, 14, 22, 23, 35, 55})
 """What a scanned EMV consumer-presented code gives a card sale (wire/emv_cpm.authorization_fields)."""
@@ -261,7 +263,14 @@ def build_request(
 
 
 def _check_qr(dialect: Dialect, kind: str, amount: int | None, qr: Mapping[str, str] | None, has_card: bool) -> None:
-    """A QR kind carries its QR data and no card; any other kind carries no QR data."""
+    """A QR kind carries its QR data and no card; a fee kind its payment code (and a fee payment its card); any
+    other kind carries no QR data."""
+    if kind in FEE_KINDS:
+        if "qr_data" not in dialect.roles:
+            raise ValueError(f"dialect {dialect.name} has no qr_data role: it cannot carry {kind}")
+        if not (qr or {}).get("pay_code", "").isdigit():
+            raise ValueError(f"{kind} needs the notice's payment code (digits)")
+        return
     if kind not in QR_KINDS:
         if qr:
             raise ValueError(f"{kind} carries no QR data")
@@ -521,6 +530,15 @@ RESPONSE_TEXT = {
 }
 
 
+FEE_RESPONSE_TEXT = {
+    "13": "amount is not the notice's amount due",
+    "25": "no such payment notice",
+    "91": "the finance system did not answer: nothing charged",
+    "N1": "notice already paid",
+    "N2": "notice expired",
+    "N3": "notice cancelled",
+    "N4": "the finance system did not confirm the payment: card payment reversed, nothing charged",
+}
 QR_RESPONSE_TEXT = {
     "13": "invalid amount (a refund: more than remains to refund)",
     "14": "invalid or expired payment code",

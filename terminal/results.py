@@ -119,14 +119,19 @@ class TransactionResult:
     """QR: when an open order stops being payable (ISO 8601, the host's local time)."""
     refunded: int | None = None
     """QR: minor units refunded on the order so far."""
+    notice: dict[str, Any] | None = None
+    """Fees: the payment notice as the host read it from the finance system (pay_code, agency_code,
+    agency_name, payer_name, amount_due, due_date, notice_status, items; confirm_no once confirmed)."""
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (pass it to json.dumps). A result about no QR order leaves the QR keys out, so card
-        results read as they always did."""
+        """A JSON-ready dict (pass it to json.dumps). A result about no QR order leaves the QR keys out, and one
+        about no payment notice the notice, so card results read as they always did."""
         data = asdict(self)
         if all(data[key] is None for key in QR_FIELDS):
             for key in QR_FIELDS:
                 del data[key]
+        if data["notice"] is None:
+            del data["notice"]
         return data
 
 

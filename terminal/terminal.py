@@ -27,7 +27,7 @@ import asyncio
 import random
 from dataclasses import replace
 from datetime import date, datetime
-from typing import Callable
+from typing import Any, Callable
 
 from possim.hsm_mock.key_download import KeyDownloadError, clear_key, unpack
 from possim.hsm_mock.pinblock import PinBlockError
@@ -50,6 +50,8 @@ from .messages import (
     CHIP_ENTRIES,
     CLOSED,
     ENTRY_MODES,
+    FEE_KINDS,
+    FEE_RESPONSE_TEXT,
     OPEN_ORDER,
     PAID_ORDER,
     PAYING,
@@ -320,6 +322,19 @@ class Terminal:
             return await BatchCloser(self).close()
 
     # QR
+
+    async def fee_query(self, pay_code: str) -> TransactionResult:
+        """Look a payment notice up (docs/fees.md): `approved` when it can be paid; `notice` says what is due, to
+        whom, from whom. Nothing is charged, nothing is reversed."""
+        return await self._online("fee_query", None, None, "swipe", None, qr={"pay_code": _pay_code(pay_code)})
+
+    async def fee_payment(self, pay_code: str, amount: int, card: Card, pin: str | None = None,
+                          entry: str = "swipe") -> TransactionResult:
+        """Pay a notice by card, exactly its amount due: the host charges the card and confirms the payment to
+        the finance system before it answers. Reversed when unanswered, like a sale; approved ones join the
+        batch as debits."""
+        check_amount(amount)
+        return await self._online("fee_payment", amount, card, entry, pin, qr={"pay_code": _pay_code(pay_code)})
 
     async def qr_order(self, amount: int) -> TransactionResult:
         """Create a merchant-presented order for `amount` minor units: the answer gives its order number, the EMV
@@ -834,7 +849,21 @@ class Terminal:
             auth_code=answer.get(38), amount=_amount(request), currency=request.get(49),
             masked_pan=masked_pan, message=response_text(code), timed_out=False, sent=True,
         )
+        if operation in FEE_KINDS:
+            return self._with_notice(result, answer)
         return self._with_qr(result, request, answer) if operation in QR_KINDS else result
+
+    def _with_notice(self, result: TransactionResult, answer: Message) -> TransactionResult:
+        """A fee result: the notice as the answer describes it, and the fee's own words for its codes."""
+        try:
+            data = qr_data_of(self.dialect, answer)
+        except QrDataError:
+            data = {}
+        notice: dict[str, Any] = dict(data)
+        if notice.get("amount_due", "").isdigit():
+            notice["amount_due"] = int(notice["amount_due"])
+        message = FEE_RESPONSE_TEXT.get(result.response_code or "", result.message)
+        return replace(result, notice=notice or None, message=message)
 
     def _unanswered(
         self, operation: str, request: Message, problem: str, timed_out: bool, masked_pan: str | None = None,
@@ -881,4 +910,13 @@ def _order_no(order_no: str) -> str:
     text = order_no.strip()
     if not text or len(text) > ORDER_NO_LONGEST or not text.isascii() or not text.isprintable() or " " in text:
         raise ValueError(f"order number must be 1 to {ORDER_NO_LONGEST} visible ASCII characters without spaces")
+    return text
+
+
+def _pay_code(code: str) -> str:
+    """A payment notice's code as typed or scanned: digits only (spaces a cashier types between groups are
+    dropped); whether it is a code the finance system knows is for the host to find out."""
+    text = "".join(code.split())
+    if not text.isdigit() or not 10 <= len(text) <= 30:
+        raise ValueError("payment code must be 10 to 30 digits")
     return text

@@ -10,6 +10,12 @@ wallet's transaction ID, so QR acquiring puts them in one private field
 06 payload (an EMV MPM payload), 07 expires_at (YYYYMMDDhhmmss),
 08 refunded and 09 paid (minor units), 10 reason (text).
 
+Government fee transactions (docs/fees.md) use the same field: 11 pay_code
+(the payment notice's code), 12 agency_code, 13 agency_name, 14 payer_name,
+15 amount_due (minor units), 16 due_date (YYYYMMDD), 17 notice_status,
+18 confirm_no (the finance system's confirmation number), 19 items
+(`code:amount` pairs joined by `;`).
+
 The field holds a payment code, so traces show it only through `masked`.
 Errors name the offset and tag, never a value.
 """
@@ -32,6 +38,15 @@ TAGS: dict[str, str] = {
     "08": "refunded",
     "09": "paid",
     "10": "reason",
+    "11": "pay_code",
+    "12": "agency_code",
+    "13": "agency_name",
+    "14": "payer_name",
+    "15": "amount_due",
+    "16": "due_date",
+    "17": "notice_status",
+    "18": "confirm_no",
+    "19": "items",
 }
 NAMES: dict[str, str] = {name: tag for tag, name in TAGS.items()}
 MAX_VALUE = 999

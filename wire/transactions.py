@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("sale", "sale_void", "refund", "preauth", "preauth_void", "completion", "completion_void", "balance", "offline",
-         "authorization", "qr_order", "qr_query", "qr_close", "qr_sale", "qr_refund")
+         "authorization", "qr_order", "qr_query", "qr_close", "qr_sale", "qr_refund", "fee_query", "fee_payment")
 TOTALS = ("debit", "credit", "none")
 ON_TIMEOUT = ("reverse", "repeat", "nothing")
 REFERENCES_ORIGINAL = frozenset({"sale_void", "refund", "preauth_void", "completion", "completion_void"})
