@@ -1661,6 +1661,186 @@ def recon_make_file(db: str, business_date: str, kind: str, inject: str | None, 
                                     + (", ".join(f"{k} {len(v)}" for k, v in r["injected"].items()) or "nothing"))
 
 
+# --- fees --------------------------------------------------------------------
+
+
+@cli.group(cls=PossimGroup)
+def fees() -> None:
+    """Government fee collection: payment notices and the finance bureau's non-tax system (docs/fees.md)."""
+
+
+@fees.group("notice", cls=PossimGroup)
+def fees_notice() -> None:
+    """Payment notices, in the finance system's SQLite file."""
+
+
+finance_db_option = click.option("--db", "db", default="finance.sqlite", show_default=True, type=click.Path(dir_okay=False),
+                                 help="The finance system's SQLite file (created if missing).")
+finance_fixtures_option = click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True),
+                                       help="Folder whose finance.yaml overrides the built-in one.")
+
+
+def _notice_store(db: str, fixtures_dir: str | None) -> Any:
+    from possim.acquirer.finance.notices import FinanceConfig, NoticeStore
+
+    _parent_exists(db, "--db")
+    config = FinanceConfig.from_fixtures(fixtures_dir)
+    return NoticeStore(db, config.lengths, config.agencies, currency_numeric=config.currency)
+
+
+def _notice_json(notice: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(notice)
+
+
+def _render_notice(n: dict[str, Any]) -> str:
+    due = _money({n["currency"]: n["amount"]})
+    lines = [f"{n['pay_code']}  {n['status'].upper()}  {due} due {n['due_date']}",
+             f"  agency {n['agency_code']} {n['agency_name']}; payer {n['payer_name']}"]
+    lines += [f"  item {i['code']} {i['name']}: {_money({n['currency']: i['amount']})}" for i in n["items"]]
+    if n.get("paid_trade_no"):
+        lines.append(f"  paid {n['paid_at']} by {n['paid_channel']} trade {n['paid_trade_no']}, confirmation {n['confirm_no']}")
+    return "\n".join(lines)
+
+
+@fees_notice.command("add")
+@click.option("--agency", required=True, help="Collecting agency code (finance.yaml agencies).")
+@click.option("--payer", required=True, help="The payer's name as printed on the notice.")
+@click.option("--item", "items", multiple=True, required=True, metavar="CODE:NAME:AMOUNT",
+              help="A fee item: budget code, name, amount in major units; repeatable.")
+@click.option("--due", required=True, help="Last day to pay, YYYY-MM-DD.")
+@click.option("--code", "pay_code", help="The payment code (default: a new one for --region, with its check digit).")
+@click.option("--region", default="310101", show_default=True, help="Region code a new payment code starts with.")
+@finance_db_option
+@finance_fixtures_option
+@json_option
+def fees_notice_add(agency: str, payer: str, items: tuple[str, ...], due: str, pay_code: str | None, region: str,
+                    db: str, fixtures_dir: str | None, as_json: bool) -> None:
+    """Issue a payment notice: its amount due is the sum of its items."""
+    import random
+    from datetime import date
+
+    from possim.acquirer.finance.notices import FeeItem, Notice, check_pay_code, make_pay_code
+    from possim.wire.money import parse_major
+
+    store = _notice_store(db, fixtures_dir)
+    try:
+        cur = currency_of(store.currency)
+        fee_items = []
+        for given in items:
+            code, name, amount = (given.split(":", 2) + ["", ""])[:3]
+            if not code or not name or not amount:
+                raise click.BadParameter(f"{given!r} is not CODE:NAME:AMOUNT", param_hint="--item")
+            try:
+                fee_items.append(FeeItem(code, name, parse_major(amount, cur)))
+            except ValueError as exc:
+                raise click.BadParameter(f"{given!r}: {exc}", param_hint="--item") from None
+        try:
+            date.fromisoformat(due)
+        except ValueError:
+            raise click.BadParameter(f"{due!r} is not a date such as 2026-12-31", param_hint="--due") from None
+        code = pay_code or make_pay_code(region, random.SystemRandom(), store.lengths)
+        check_pay_code(code, store.lengths)
+        notice = store.add(Notice(code, agency, store.agencies.get(agency, ""), payer, tuple(fee_items),
+                                  sum(i.amount for i in fee_items), store.currency, due))
+        emit(as_json, _notice_json(notice), _render_notice)
+    finally:
+        store.close()
+
+
+def currency_of(numeric: str) -> Any:
+    from possim.wire.money import currency
+
+    return currency(numeric)
+
+
+@fees_notice.command("show")
+@click.argument("pay_code")
+@finance_db_option
+@finance_fixtures_option
+@json_option
+def fees_notice_show(pay_code: str, db: str, fixtures_dir: str | None, as_json: bool) -> None:
+    """One notice and how it was paid."""
+    from possim.acquirer.finance.notices import check_pay_code
+
+    store = _notice_store(db, fixtures_dir)
+    try:
+        check_pay_code(pay_code, store.lengths)
+        notice = store.get(pay_code)
+        if notice is None:
+            raise CommandError(f"no notice {pay_code} in {db}")
+        emit(as_json, _notice_json(notice), _render_notice)
+    finally:
+        store.close()
+
+
+@fees_notice.command("list")
+@click.option("--status", type=click.Choice(["unpaid", "paid", "cancelled", "expired"]))
+@finance_db_option
+@finance_fixtures_option
+@json_option
+def fees_notice_list(status: str | None, db: str, fixtures_dir: str | None, as_json: bool) -> None:
+    """Every notice (or those with --status)."""
+    store = _notice_store(db, fixtures_dir)
+    try:
+        notices = [_notice_json(n) for n in store.list(status)]
+    finally:
+        store.close()
+    emit(as_json, {"notices": notices},
+         lambda r: "\n".join(_render_notice(n).splitlines()[0] for n in r["notices"]) or "no notices")
+
+
+@fees_notice.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@finance_db_option
+@finance_fixtures_option
+@json_option
+def fees_notice_load(file: str, db: str, fixtures_dir: str | None, as_json: bool) -> None:
+    """Add the notices of a YAML or CSV file (finance.yaml's `notices:` format), all or none."""
+    store = _notice_store(db, fixtures_dir)
+    try:
+        added = store.load(file)
+    finally:
+        store.close()
+    emit(as_json, {"file": file, "added": added}, lambda r: f"{r['added']} notice(s) added from {r['file']}")
+
+
+@fees.group("finance", cls=PossimGroup)
+def fees_finance() -> None:
+    """The finance bureau's non-tax system, simulated."""
+
+
+@fees_finance.command("serve")
+@click.option("--listen", default="127.0.0.1:9100", show_default=True, help="TCP address (port 0: any free port).")
+@finance_db_option
+@click.option("--faults", "faults_file", type=click.Path(dir_okay=False, exists=True),
+              help="YAML list of faults to inject per message type (delay, drop, lose_answer, error, already_paid).")
+@finance_fixtures_option
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@json_option
+def fees_finance_serve(listen: str, db: str, faults_file: str | None, fixtures_dir: str | None, log_level: str,
+                       as_json: bool) -> None:
+    """Answer notice queries, payment confirmations, cancellations, status queries and daily lists (6-digit
+    length + XML with an HMAC-SHA256 MAC) until Ctrl-C / SIGTERM; the sample notices of finance.yaml are loaded."""
+    import asyncio
+
+    from possim.acquirer.finance.bureau import open_bureau
+    from possim.acquirer.finance.server import FinanceServer
+
+    _parent_exists(db, "--db")
+    _log_to_stderr(log_level)
+    bureau = open_bureau(db, fixtures_dir, faults_file)
+    try:
+        asyncio.run(_serve_until_stopped(
+            FinanceServer(bureau), listen, as_json,
+            lambda bound: {"listening": bound, "db": str(Path(db).resolve()), "notices": len(bureau.store.list())},
+            lambda r: f"possim finance system listening on {r['listening']} ({r['notices']} notices in {r['db']})",
+        ))
+    finally:
+        bureau.store.close()
+
+
 # --- demo --------------------------------------------------------------------
 
 

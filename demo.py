@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import random
@@ -35,12 +36,17 @@ from aiohttp import web
 
 from possim.acquirer.core import build_host
 from possim.acquirer.partners import Partners
-from possim.acquirer.journal import Journal
+from possim.acquirer.journal import FeePayment, Journal
 from possim.acquirer.serial_server import SerialHostServer
 from possim.acquirer.server import HostServer
 from possim.hsm_mock.client import TcpHsm
 from possim.hsm_mock.device import Hsm
+from possim.acquirer.fee_desk import finance_key
+from possim.acquirer.finance.bureau import FinanceBureau, open_bureau
+from possim.acquirer.finance.server import FinanceThread
+from possim.acquirer.settings import FeeSettings
 from possim.hsm_mock.server import HsmThread
+from possim.wire.nontax import MSG_PAYMENT_CONFIRM
 from possim.settlement.jobs import run_cutover, run_make_file, run_recon
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
 from possim.terminal.batch import batch_totals
@@ -60,6 +66,11 @@ from possim.wire.qr_image import qr_png, read_qr_png, terminal_screen_png
 from possim.wire.signed_http import SignedClient
 
 DEMO_SEED = 20261203
+DEMO_FEE_SETTINGS = FeeSettings(finance_timeout=0.5, confirm_attempts=2, cancel_backoff=(1,))
+"""Short waits, so the demo's finance faults resolve in seconds."""
+FEE_NOTICES = {"fine": "31010157462740291971", "licence": "31010156080501553255", "tuition": "31010195281670669848",
+               "fee4": "31010120407659736338", "expired": "31010139944550089291"}
+"""Sample notices of fixtures/finance.yaml."""
 DEMO_CLEARING_INJECT = "missing=1,amount=1,duplicate=1,unknown=1,status=1,fee=1"
 DEMO_BANK_INJECT = "amount=1,unidentified=1"
 QR_PARTNER = "cityhall-web"
@@ -166,6 +177,9 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
     hsm_thread = HsmThread(Hsm(rng=random.Random(DEMO_SEED)))
     hsm_address = hsm_thread.start("127.0.0.1", 0)
     core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED), hsm=TcpHsm(*hsm_address))
+    finance = FinanceThread(open_bureau(out / "finance.sqlite", clock=clock, rng=random.Random(DEMO_SEED)))
+    core.fees.settings = DEMO_FEE_SETTINGS
+    core.fees.connect(finance.start("127.0.0.1", 0), finance_key())
     server = HostServer(core, trace=files["host_trace"], http=("127.0.0.1", 0), partners=Partners.from_fixtures())
     address = await server.start("127.0.0.1", 0)
     assert server.http_address is not None
@@ -192,6 +206,7 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
         qr = _QrDay(report, out / "qr", partner_site, clock)
         await _business_day(report, terminals, address, qr)
         files.update({f"qr_{path.stem}": path for path in sorted((out / "qr").glob("*.png"))})
+        files["finance"] = await _fee_day(report, terminals[1], finance, files["journal"])
         files.update(await _settlement_days(report, terminals[1], files["journal"], out, core.calendar.date_of(clock()), clock))
     finally:
         for t in terminals:
@@ -201,6 +216,8 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
         await server.stop()
         await partner_site.stop()
         core.close()
+        finance.stop()
+        finance.bureau.store.close()
         hsm_thread.stop()
         trace_file.close()
         _stop_logging(log_handler)
@@ -545,6 +562,66 @@ async def _late(terminal: Terminal, card: Card) -> dict[str, Any]:
     reversal = result["reversal"] or {}
     result["outcome"] = "reversed" if result["timed_out"] and reversal.get("acknowledged") else "not reversed"
     return result
+
+
+async def _fee_day(report: DemoReport, counter: Terminal, finance: FinanceThread, journal: Path) -> Path:
+    """Government fees at the cashier's terminal: notices looked up and paid by card, every refusal, a
+    confirmation the finance system answers late (retried, confirmed once) and one it never answers (the card
+    payment reversed, the notice left unpaid). Each outcome is read back from the finance system's own store."""
+    bureau: FinanceBureau = finance.bureau
+    cashier = Terminal(dataclasses.replace(counter.profile, timeout=5.0), counter.link, counter.state,
+                       clock=counter.clock)  # the terminal waits for the finance round trips
+    card = resolve_card("approve2")
+
+    def check(title: str, expected: str, got: str, detail: dict[str, Any]) -> None:
+        report.steps.append(StepResult(len(report.steps) + 1, title, counter.profile.tid, expected, got, detail))
+
+    def at_finance(name: str) -> str:
+        notice = bureau.store.get(FEE_NOTICES[name])
+        return notice.status if notice is not None else "unknown"
+
+    looked_up = await cashier.fee_query(FEE_NOTICES["fine"])
+    check("fee notice looked up at the finance system: amount due, agency, due date", "00",
+          looked_up.response_code or "no answer", looked_up.to_json())
+    due = (looked_up.notice or {}).get("amount_due", 0)
+    paid = await cashier.fee_payment(FEE_NOTICES["fine"], due, card)
+    check("fee notice paid by card: charged, then confirmed to the finance system", "00 paid",
+          f"{paid.response_code} {at_finance('fine')}", paid.to_json())
+    again = await cashier.fee_payment(FEE_NOTICES["fine"], due, card)
+    check("the same notice again: already paid, nothing charged", "N1", again.response_code or "no answer", again.to_json())
+    wrong = await cashier.fee_payment(FEE_NOTICES["licence"], 10000, card)
+    check("a notice paid with the wrong amount: refused, nothing charged", "13", wrong.response_code or "no answer",
+          wrong.to_json())
+    expired = await cashier.fee_query(FEE_NOTICES["expired"])
+    check("an expired notice", "N2", expired.response_code or "no answer", expired.to_json())
+    bureau.faults.add(MSG_PAYMENT_CONFIRM, "delay", seconds=0.8)
+    late = await cashier.fee_payment(FEE_NOTICES["licence"], 11000, card)
+    fee = _fee_of(journal, late.rrn)
+    check("finance answers the confirmation too late: sent again, confirmed once (finance: already paid by it)",
+          "00 paid, 2 attempts", f"{late.response_code} {at_finance('licence')}, {fee.attempts if fee else 0} attempts",
+          late.to_json())
+    bureau.faults.add(MSG_PAYMENT_CONFIRM, "drop", times=DEMO_FEE_SETTINGS.confirm_attempts)
+    tuition = await cashier.fee_query(FEE_NOTICES["tuition"])
+    lost = await cashier.fee_payment(FEE_NOTICES["tuition"], (tuition.notice or {}).get("amount_due", 0), card)
+    for _ in range(30):  # the cancellation goes out in the background
+        fee = _fee_of(journal, lost.rrn)
+        if fee is None or fee.state != "cancel_pending":
+            break
+        await asyncio.sleep(0.1)
+    check("finance never answers the confirmation: card payment reversed, confirmation cancelled, notice unpaid",
+          "N4 unpaid cancelled", f"{lost.response_code} {at_finance('tuition')} {fee.state if fee else 'none'}",
+          lost.to_json())
+    return bureau.store.path
+
+
+def _fee_of(path: Path, rrn: str | None) -> FeePayment | None:
+    """The host's record of a fee payment, by its RRN (the trade number the finance system knows)."""
+    journal = Journal(path)
+    try:
+        row = journal.transaction_by_rrn(rrn or "")
+        return journal.fee_payment(row.id or 0) if row is not None else None
+    finally:
+        journal.close()
 
 
 async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path, out: Path, day: str,

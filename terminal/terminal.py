@@ -566,7 +566,7 @@ class Terminal:
                 self.state.qr_learned(order, paid)
             return self._answered(kind, request, answer, masked)
         approved = None
-        if answer[39] == APPROVED and kind != "balance":
+        if answer[39] == APPROVED and kind not in ("balance", "fee_query"):  # inquiries move no money
             approved = BatchEntry(
                 self.state.batch_number, request[11], answer.get(37), answer.get(38), _amount(request) or 0,
                 self.profile.currency, masked or "", now, reversal_original(request), kind, original_stan=voids,

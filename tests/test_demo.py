@@ -38,8 +38,9 @@ def test_every_step_answers_as_expected(demo) -> None:
 def test_summary_is_read_back_from_the_journal(demo) -> None:
     report, out = demo
     groups = {(g["response_code"], g["status"]): g for g in report["journal"]["by_response_code"]}
-    # the late 68.01 reversed by its terminal; the hand-made 15.00 its terminal never counted, by reconciliation
-    assert groups["00", "reversed"]["amounts"] == {"156": 6801 + 1500}
+    # the late 68.01 reversed by its terminal; the hand-made 15.00 its terminal never counted, by reconciliation;
+    # the 6,200.00 tuition fee the finance system never confirmed, by the host
+    assert groups["00", "reversed"]["amounts"] == {"156": 6801 + 1500 + 620000}
     assert report["journal"]["answers_sent"]["0210 30"] == 1
     assert report["journal"]["answers_sent"]["0210 94"] == 1
     balances = {a["id"]: a["balance"] for a in report["journal"]["accounts"]}
@@ -50,9 +51,10 @@ def test_summary_is_read_back_from_the_journal(demo) -> None:
     assert balances["A-1003"] == opening["A-1003"] - 5000
     # approve2 (A-1004): 88.00 (the retransmitted 15.00 taken once, then given back by reconciliation), then
     # terminal 2's transaction set: 18.00 chip sale voided, 6.50 contactless, 60.00 sale less a 25.00 refund,
-    # 130.00 completing a 120.00 hold, a 40.00 hold cancelled, a 9.90 offline sale; and 20.00 the next day
-    assert balances["A-1004"] == opening["A-1004"] - 8800 - (650 + 6000 - 2500 + 13000 + 990) - 2000
-    open_entries = {"10000001": 0, "10000002": 1, "10000003": 0}  # terminal 2's purchase after cut-over
+    # 130.00 completing a 120.00 hold, a 40.00 hold cancelled, a 9.90 offline sale; two fee notices paid and
+    # confirmed (200.00 and 110.00; the third, never confirmed, reversed); and 20.00 the next day
+    assert balances["A-1004"] == opening["A-1004"] - 8800 - (650 + 6000 - 2500 + 13000 + 990) - (20000 + 11000) - 2000
+    open_entries = {"10000001": 0, "10000002": 3, "10000003": 0}  # terminal 2's fees and its purchase after cut-over
     for t in report["terminals"]:  # every batch closed: nothing owed
         assert (t["batch_number"], t["open_batch"]["count"], t["pending_reversal"], t["queued_advices"]) == \
             (2, open_entries[t["tid"]], None, 0)
@@ -243,3 +245,28 @@ def test_the_day_is_cut_over_reconciled_and_the_next_day_nets_the_adjustments(de
     assert all(i["passed"] for i in recon["invariants"])
     html = Path(files["recon_report"]).read_text()
     assert "<svg" in html and "unreversed_timeout" in html
+
+
+def test_fee_payments_end_paid_everywhere_or_nowhere(demo) -> None:
+    """Read back from both parties' own files: what the host confirmed is paid at the finance system, and the
+    payment it could not confirm is reversed at the host and unpaid at the finance system."""
+    from possim.acquirer.finance.notices import NoticeStore
+    from possim.acquirer.journal import Journal
+
+    _, out = demo
+    journal, store = Journal(out / "journal.sqlite"), NoticeStore(out / "finance.sqlite")
+    try:
+        fees = {f.pay_code: f for f in journal.fee_payments()}
+        assert {code: f.state for code, f in fees.items()} == {
+            "31010157462740291971": "confirmed", "31010156080501553255": "confirmed", "31010195281670669848": "cancelled"}
+        for code, fee in fees.items():
+            row = journal.transaction_by_id(fee.transaction_id)
+            notice = store.get(code)
+            if fee.state == "confirmed":
+                assert (row.status, notice.status, notice.paid_trade_no) == ("approved", "paid", row.rrn)
+            else:
+                assert (row.status, notice.status) == ("reversed", "unpaid")
+        assert fees["31010156080501553255"].attempts == 2  # the late answer was retried, and confirmed once
+    finally:
+        journal.close()
+        store.close()

@@ -23,10 +23,12 @@ def test_every_tag_has_its_name():
     assert TAGS == {
         "01": "payment_code", "02": "order_no", "03": "status", "04": "wallet_txn_id", "05": "channel",
         "06": "payload", "07": "expires_at", "08": "refunded", "09": "paid", "10": "reason",
+        "11": "pay_code", "12": "agency_code", "13": "agency_name", "14": "payer_name", "15": "amount_due",
+        "16": "due_date", "17": "notice_status", "18": "confirm_no", "19": "items",
     }  # fmt: skip
     everything = {name: f"v{tag}" for tag, name in TAGS.items()}
     text = encode_qr_data(everything)
-    assert text.startswith("01003v01") and text.endswith("10003v10")
+    assert text.startswith("01003v01") and text.endswith("19003v19")
     assert decode_qr_data(text) == everything
 
 
@@ -72,7 +74,7 @@ def test_encode_refuses_a_value_that_is_not_text():
         ("0100a" + CODE, 2, "01", "length must be 3 digits"),
         ("01-18" + CODE, 2, "01", "length must be 3 digits"),
         ("01019" + CODE, 2, "01", "length 19 runs past the end (18 characters left)"),
-        ("11003abc", 0, "11", "unknown ID"),
+        ("99003abc", 0, "99", "unknown ID"),
         ("00003abc", 0, "00", "unknown ID"),
         ("02003A0102003B02", 8, "02", "order_no repeated (first at offset 0)"),
     ],
