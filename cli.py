@@ -1645,8 +1645,8 @@ def _render_recon(r: dict[str, Any]) -> str:
 @recon.command("make-file")
 @settle_db_option
 @settle_date_option
-@click.option("--kind", required=True, type=click.Choice(["clearing", "bank"]))
-@click.option("--inject", help="Discrepancies to put in, e.g. missing=3,amount=2,duplicate=1 (clearing: missing, amount, duplicate, unknown, status, fee, late; bank: missing, amount, duplicate, unidentified).")
+@click.option("--kind", required=True, type=click.Choice(["clearing", "bank", "collection"]), help="clearing: a channel's clearing file; bank: the settlement account's statement; collection: the fee collection account's statement.")
+@click.option("--inject", help="Discrepancies to put in, e.g. missing=3,amount=2,duplicate=1 (clearing: missing, amount, duplicate, unknown, status, fee, late; bank and collection: missing, amount, duplicate, unidentified).")
 @click.option("--seed", default=1, show_default=True, type=int, help="Same journal and seed, same file.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The file to write.")
 @settle_fixtures_option
@@ -1804,6 +1804,49 @@ def fees_notice_load(file: str, db: str, fixtures_dir: str | None, as_json: bool
     finally:
         store.close()
     emit(as_json, {"file": file, "added": added}, lambda r: f"{r['added']} notice(s) added from {r['file']}")
+
+
+@fees.command("reconcile")
+@settle_db_option
+@settle_date_option
+@click.option("--finance", "finance_address", required=True, help="The finance system (HOST:PORT) to ask for its confirmation list.")
+@click.option("--file", "statement", required=True, metavar="collection=PATH", help="The collection account's statement (CSV, docs/settlement.md).")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Folder for the confirmation files, sweep and summary (default: treasury/DATE beside the journal).")
+@settle_fixtures_option
+@json_option
+def fees_reconcile(db: str, business_date: str, finance_address: str, statement: str, out: str | None,
+                   fixtures_dir: str | None, as_json: bool) -> None:
+    """The day's fee collections three ways — journal, finance confirmation list, collection account — per
+    agency; a confirmation file per agency and the sweep instruction. Once per date. Exit 1 on differences."""
+    import asyncio
+
+    from possim.settlement.jobs import daily_list, run_treasury
+
+    kind, sep, path = statement.partition("=")
+    if sep and kind != "collection":
+        raise click.BadParameter(f"{statement!r}: give collection=PATH", param_hint="--file")
+    path = path if sep else statement
+    if not Path(path).is_file():
+        raise click.BadParameter(f"no such file: {path}", param_hint="--file")
+    finance_list = asyncio.run(daily_list(_address(finance_address, "--finance"), business_date, fixtures_dir))
+    result = run_treasury(db, business_date, finance_list, path, fixtures_dir, out)
+    emit(as_json, result.to_json(), _render_treasury)
+    if not result.balanced:
+        sys.exit(EXIT_ERROR)
+
+
+def _render_treasury(r: dict[str, Any]) -> str:
+    cur = r["currency"]
+    lines = [f"{r['business_date']} fee collections: {r['verdict']}"]
+    for a in r["agencies"]:
+        lines.append(f"  agency {a['agency']:<10} host {a['host_count']} {_money({cur: a['host_amount']})}, finance"
+                     f" {a['finance_count']} {_money({cur: a['finance_amount']})}, collection account"
+                     f" {a['collection_count']} {_money({cur: a['collection_amount']})}"
+                     f"  {'balanced' if a['balanced'] else 'DIFFERENT'}")
+    lines += [f"  {d['class']} ({d['source']}): {d['detail']}" for d in r["discrepancies"]]
+    lines.append(f"  sweep: {_money({cur: r['identified']})} to clearing, {_money({cur: r['unidentified']})} to suspense")
+    lines += [f"  {name}: {path}" for name, path in r["files"].items()]
+    return "\n".join(lines)
 
 
 @fees.group("finance", cls=PossimGroup)

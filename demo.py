@@ -47,7 +47,8 @@ from possim.acquirer.finance.server import FinanceThread
 from possim.acquirer.settings import FeeSettings
 from possim.hsm_mock.server import HsmThread
 from possim.wire.nontax import MSG_PAYMENT_CONFIRM
-from possim.settlement.jobs import run_cutover, run_make_file, run_recon
+from possim.settlement.errors import SettlementError
+from possim.settlement.jobs import daily_list, run_cutover, run_make_file, run_recon, run_treasury
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
 from possim.terminal.batch import batch_totals
 from possim.terminal.qr_flows import collect, settle_scan
@@ -179,7 +180,8 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
     core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED), hsm=TcpHsm(*hsm_address))
     finance = FinanceThread(open_bureau(out / "finance.sqlite", clock=clock, rng=random.Random(DEMO_SEED)))
     core.fees.settings = DEMO_FEE_SETTINGS
-    core.fees.connect(finance.start("127.0.0.1", 0), finance_key())
+    finance_at = finance.start("127.0.0.1", 0)
+    core.fees.connect(finance_at, finance_key())
     server = HostServer(core, trace=files["host_trace"], http=("127.0.0.1", 0), partners=Partners.from_fixtures())
     address = await server.start("127.0.0.1", 0)
     assert server.http_address is not None
@@ -207,7 +209,8 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
         await _business_day(report, terminals, address, qr)
         files.update({f"qr_{path.stem}": path for path in sorted((out / "qr").glob("*.png"))})
         files["finance"] = await _fee_day(report, terminals[1], finance, files["journal"])
-        files.update(await _settlement_days(report, terminals[1], files["journal"], out, core.calendar.date_of(clock()), clock))
+        files.update(await _settlement_days(report, terminals[1], files["journal"], out, core.calendar.date_of(clock()),
+                                            finance_at, clock))
     finally:
         for t in terminals:
             await t.link.close()
@@ -625,7 +628,7 @@ def _fee_of(path: Path, rrn: str | None) -> FeePayment | None:
 
 
 async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path, out: Path, day: str,
-                           clock: Clock) -> dict[str, Path]:
+                           finance: tuple[str, int], clock: Clock) -> dict[str, Path]:
     """Cut-over of the day, reconciliation against practice files with one discrepancy of several classes in
     them (and the sale terminal 10000001 never counted, found from its batch upload), then the next day: a
     purchase that belongs to it, and its cut-over netting the adjustments reconciliation made."""
@@ -658,6 +661,22 @@ async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path
           "resolved", recon.summary["verdict"], {"discrepancies": recon.summary["discrepancies"]})
     rerun = run_recon(journal, day, files, out=out / "recon" / day, clock=clock)
     check("reconciliation run again: nothing resolved twice", "0 new", f"{rerun.new} new", rerun.to_json())
+    collection = run_make_file(journal, day, "collection", "unidentified=1", DEMO_SEED, external / f"collection-{day}.csv")
+    treasury = run_treasury(journal, day, await daily_list(finance, day), collection["file"],
+                            out=out / "treasury" / day, clock=clock)
+    agencies = treasury.summary["agencies"]
+    check("fee collections three ways (journal, finance list, collection account): every agency balanced, the"
+          " unknown credit to suspense", f"balanced, {len(agencies)} agencies, 1 to suspense",
+          f"{treasury.summary['verdict']}, {sum(a['balanced'] for a in agencies)} agencies,"
+          f" {sum(d['class'] == 'unidentified_funds' for d in treasury.summary['discrepancies'])} to suspense",
+          treasury.to_json())
+    try:
+        run_treasury(journal, day, await daily_list(finance, day), collection["file"], out=out / "treasury" / day,
+                     clock=clock)
+        twice = "reconciled again"
+    except SettlementError as exc:
+        twice = "refused" if "reconciled once" in str(exc) else str(exc)
+    check("fee collections reconciled a second time", "refused", twice, {})
     signed = await terminal.sign_on()  # the host's business date moved on at cut-over: sign on for the new day
     sale = await terminal.purchase(2000, resolve_card("approve2"))
     row = _row_date(journal, sale.rrn)
@@ -674,6 +693,8 @@ async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path
         "recon_summary": Path(recon.files["summary_json"]),
         "next_settlement_csv": Path(cut2.result.files["settlement_csv"]),
         "next_clearing_file": Path(cut2.result.files["clearing_file"]),
+        "collection_statement": Path(collection["file"]), "treasury_sweep": Path(treasury.files["sweep_csv"]),
+        **{f"treasury_{name}": Path(path) for name, path in treasury.files.items() if name.startswith("confirmations_")},
     }
 
 

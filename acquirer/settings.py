@@ -36,6 +36,9 @@ class FeeSettings:
     confirm_attempts: int = 3
     cancel_backoff: tuple[int, ...] = (1, 5, 15, 60)
     bank_id: str = "BANK310000"
+    collection_account: str = "6222021001000000018"
+    clearing_account: str = "6222021001000000026"
+    suspense_account: str = "6222021001000000034"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class HostSettings:
                 confirm_attempts=_whole(fees, "fees.confirm_attempts", 3, source, least=1),
                 cancel_backoff=tuple(backoff_fees),
                 bank_id=str(fees.get("bank_id", FeeSettings.bank_id)),
+                collection_account=str(fees.get("collection_account", FeeSettings.collection_account)),
+                clearing_account=str(fees.get("clearing_account", FeeSettings.clearing_account)),
+                suspense_account=str(fees.get("suspense_account", FeeSettings.suspense_account)),
             ),
         )
 

@@ -3,15 +3,25 @@ cut-over, reconciliation and the practice generator."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from possim.acquirer.business_day import BusinessCalendar
+from possim.acquirer.fee_desk import finance_key
+from possim.acquirer.finance_client import FinanceClient
 from possim.acquirer.registry import Registry
+from possim.acquirer.settings import HostSettings
 from possim.wire.clock import Clock, system_clock
+from possim.wire.nontax import MSG_DAILY_LIST, RESULT_OK
+
+from .bank_statement import read_bank_statement
+from .errors import SettlementError
+from .treasury import TreasuryResult, reconcile_collections
 
 from .cutover import CutoverResult, cut_over
 from .fees import FeeSchedule
@@ -79,4 +89,32 @@ def run_make_file(db: str | Path, business_date: str, kind: str, inject: str | N
     wanted = parse_injections(inject, kind)
     with _store(db) as store:
         return make_file(store, business_date, kind, wanted, seed, Path(path), settle.acquirer_id,
-                         settle.settlement_account)
+                         settle.settlement_account, HostSettings.from_fixtures(fixtures).fees.collection_account)
+
+
+async def daily_list(finance: tuple[str, int], business_date: str, fixtures: str | Path | None = None,
+                     clock: Clock = system_clock) -> dict[str, Any]:
+    """The finance system's confirmation list of the date (the body of its 2004 answer)."""
+    fees = HostSettings.from_fixtures(fixtures).fees
+    try:
+        day = date.fromisoformat(business_date)
+    except ValueError:
+        raise SettlementError(f"date {business_date!r} is not a date such as 2026-12-04") from None
+    client = FinanceClient(finance, finance_key(fixtures), clock, random.Random(), fees.finance_timeout, fees.bank_id)
+    answer = await client.exchange(MSG_DAILY_LIST, {"date": day.strftime("%Y%m%d")})
+    if answer.body.get("result") != RESULT_OK:
+        raise SettlementError(f"the finance system refused the daily list of {business_date}:"
+                              f" {answer.body.get('result')} {answer.body.get('message', '')}")
+    return answer.body
+
+
+def run_treasury(db: str | Path, business_date: str, finance_list: dict[str, Any], statement: str | Path,
+                 fixtures: str | Path | None = None, out: str | Path | None = None,
+                 clock: Clock = system_clock) -> TreasuryResult:
+    """The day's fee collections three ways: the journal, the finance system's daily list (daily_list()), and
+    the collection account's statement."""
+    fees = HostSettings.from_fixtures(fixtures).fees
+    lines = read_bank_statement(Path(statement))
+    with _store(db) as store:
+        return reconcile_collections(store, business_date, finance_list, lines, Path(statement).name, fees,
+                                     Path(out) if out else default_out(db, "treasury", business_date), clock())

@@ -29,6 +29,8 @@ INJECTIONS = {
                  "unknown": MISSING_AT_HOST, "status": STATUS_MISMATCH, "fee": FEE_MISMATCH, "late": LATE_PRESENTMENT},
     "bank": {"missing": MISSING_IN_FILE, "amount": AMOUNT_MISMATCH, "duplicate": DUPLICATE,
              "unidentified": UNIDENTIFIED_FUNDS},
+    "collection": {"missing": MISSING_IN_FILE, "amount": AMOUNT_MISMATCH, "duplicate": DUPLICATE,
+                   "unidentified": UNIDENTIFIED_FUNDS},
 }
 
 
@@ -48,14 +50,18 @@ def parse_injections(text: str | None, kind: str) -> dict[str, int]:
 
 
 def make_file(store: SettlementStore, business_date: str, kind: str, inject: dict[str, int], seed: int,
-              path: Path, sender_id: str, account: str) -> dict[str, Any]:
+              path: Path, sender_id: str, account: str, collection_account: str = "") -> dict[str, Any]:
+    """`account` is the settlement account a bank statement lists; `collection_account` the government fee
+    collection account a collection statement lists (one credit per confirmed fee payment)."""
     if store.cutover_of(business_date) is None:
         raise SettlementError(f"{business_date} has no cut-over: run `possim settle cutover --date {business_date}` first")
     rng = random.Random(seed)
     if kind == "clearing":
         injected, count = _clearing(store, business_date, inject, rng, path, sender_id)
-    else:
+    elif kind == "bank":
         injected, count = _bank(store, business_date, inject, rng, path, account)
+    else:
+        injected, count = _collection(store, business_date, inject, rng, path, collection_account)
     expected: dict[str, int] = {}
     for name, keys in injected.items():
         cls = INJECTIONS[kind][name]
@@ -145,17 +151,23 @@ def _bank(store: SettlementStore, day: str, inject: dict[str, int], rng: random.
     lines = [StatementLine(0, account, value_date, "CR" if amount >= 0 else "DR", abs(amount), currency, ref,
                            f"{channel} settlement {day}")
              for ref, (amount, currency, channel) in sorted(credits.items()) if amount != 0]
+    return _statement(lines, inject, rng, path, account, value_date, "channel credits")
+
+
+def _statement(lines: list[StatementLine], inject: dict[str, int], rng: random.Random, path: Path, account: str,
+               value_date: str, what: str) -> tuple[dict[str, list[str]], int]:
+    """A statement of `lines` with the injected discrepancies, written to `path`."""
     pool = list(range(len(lines)))
     injected: dict[str, list[str]] = {}
-    dropped = set(_pick(pool, inject.get("missing", 0), rng, "channel credits to leave out"))
+    dropped = set(_pick(pool, inject.get("missing", 0), rng, f"{what} to leave out"))
     injected["missing"] = [lines[i].reference for i in sorted(dropped)]
-    for i in _pick(pool, inject.get("amount", 0), rng, "channel credits to change"):
+    for i in _pick(pool, inject.get("amount", 0), rng, f"{what} to change"):
         lines[i] = replace(lines[i], amount=lines[i].amount + rng.randint(1, 999))
         injected.setdefault("amount", []).append(lines[i].reference)
-    extra = [lines[i] for i in _pick(pool, inject.get("duplicate", 0), rng, "channel credits to repeat")]
+    extra = [lines[i] for i in _pick(pool, inject.get("duplicate", 0), rng, f"{what} to repeat")]
     injected["duplicate"] = [line.reference for line in extra]
     currency = lines[0].currency if lines else "156"
-    for n in range(inject.get("unidentified", 0)):
+    for _ in range(inject.get("unidentified", 0)):
         ref = f"UNKNOWN-{rng.randrange(10**8, 10**9)}"
         extra.append(StatementLine(0, account, value_date, "CR", rng.randint(100, 99999), currency, ref,
                                    "transfer without a known reference"))
@@ -169,6 +181,13 @@ def _bank(store: SettlementStore, day: str, inject: dict[str, int], rng: random.
 
 _ROW_ID = 14
 """Where a settled_rows row keeps its transaction id."""
+
+
+def _collection(store: SettlementStore, day: str, inject: dict[str, int], rng: random.Random, path: Path,
+                account: str) -> tuple[dict[str, list[str]], int]:
+    lines = [StatementLine(0, account, day, "CR", amount, currency, trade, f"fee {code} agency {agency}")
+             for trade, code, agency, amount, currency, *_ in store.collections(day)]
+    return _statement(lines, inject, rng, path, account, day, "fee credits")
 
 
 def _record(day: str, row: Iterable[Any]) -> ClearingRecord:

@@ -85,6 +85,11 @@ CREATE TABLE IF NOT EXISTS discrepancies (
     UNIQUE (business_date, class, source, key)
 );
 CREATE INDEX IF NOT EXISTS discrepancies_by_date ON discrepancies (business_date);
+CREATE TABLE IF NOT EXISTS treasury_days (
+    business_date TEXT PRIMARY KEY,
+    reconciled_at TEXT NOT NULL,
+    summary       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS recon_runs (
     business_date TEXT NOT NULL,
     run           INTEGER NOT NULL,
@@ -431,6 +436,25 @@ class SettlementStore:
             "UPDATE discrepancies SET state = 'exception', resolution = resolution || '; aged out: exception',"
             " updated_at = ? WHERE state = 'suspense' AND first_seen <= ?", (at, oldest_first_seen))
         return cursor.rowcount
+
+    # ---- government fee collections ----
+
+    def collections(self, business_date: str) -> list[tuple[Any, ...]]:
+        """The date's confirmed fee payments: trade number, pay code, agency, amount, currency, confirm no,
+        transaction id, created at."""
+        return self._db.execute(
+            "SELECT trade_no, pay_code, agency_code, amount, currency, confirm_no, transaction_id, created_at"
+            " FROM fee_payments WHERE business_date = ? AND state = 'confirmed' ORDER BY transaction_id",
+            (business_date,)).fetchall()
+
+    def treasury_day(self, business_date: str) -> str | None:
+        row = self._db.execute("SELECT reconciled_at FROM treasury_days WHERE business_date = ?",
+                               (business_date,)).fetchone()
+        return None if row is None else row[0]
+
+    def record_treasury_day(self, business_date: str, at: str, summary: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO treasury_days (business_date, reconciled_at, summary) VALUES (?, ?, ?)",
+                         (business_date, at, json.dumps(summary, sort_keys=True)))
 
     # ---- runs ----
 
