@@ -58,7 +58,7 @@ from .qr_orders import OrderService
 from .registry import Registry
 from .rules import Request, Rule, Rules
 from .business_day import MIDNIGHT, BusinessCalendar
-from .fee_desk import FEE_KINDS, FeeDesk
+from .fee_desk import FEE_KINDS, HOST_ROLLBACK, FeeDesk
 from .settings import FeeSettings, HostSettings, QrSettings
 from .wallets import WalletNetwork
 
@@ -437,7 +437,8 @@ class HostCore:
 
     def _repeat(self, req: _Request, first: Transaction, fingerprint: str, rule: Rule | None) -> Reply:
         """A request whose key the host has seen: a retransmission, or a STAN reused (94)."""
-        if first.status in (APPROVED, DECLINED, PENDING, CLOSED) and first.fingerprint == fingerprint and first.response_fields is not None:
+        answered = first.status in (APPROVED, DECLINED, PENDING, CLOSED) or first.reversal_reason == HOST_ROLLBACK
+        if answered and first.fingerprint == fingerprint and first.response_fields is not None:
             response = Message(str(first.response_mti), {int(n): v for n, v in first.response_fields.items()})
             note = f"retransmission: first answer repeated (transaction {first.id})"
         else:

@@ -66,6 +66,9 @@ NOTICE_CODES = {"PAID": "N1", "EXPIRED": "N2", "CANCELLED": "N3"}
 RESULT_CODES = {"1001": "N1", "1002": "13", "1003": "25", "1004": "N2", "1005": "N3"}
 """A finance refusal, as the terminal is told it."""
 CHANNEL = "POS"
+HOST_ROLLBACK = "finance"
+"""The reversal reason of a fee payment the host reversed itself because the finance system never confirmed
+it: its answer (N4) still stands, and a retransmission gets it again."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +187,8 @@ class FeeDesk:
         if code == "00" and notice is not None and (notice.amount != int(message[4]) or notice.currency != message[49]):
             code, why = "13", f"amount {message[4]} {message[49]} is not the notice's {notice.amount} {notice.currency}"
         if code != "00" or notice is None:
-            return self._declined(req, rule, card, pan_hash, request_fingerprint, Outcome(code, "notice", why))
+            return self._declined(req, rule, card, pan_hash, request_fingerprint, Outcome(code, "notice", why),
+                                  notice=notice)
         ctx = Context(message, req.now, req.business_date, host._services, card, rule,
                       session=host.journal.terminal(message[41]), pan_hash=pan_hash,
                       kind=host.dialect.transaction_of(message))
@@ -221,8 +225,10 @@ class FeeDesk:
         except FinanceUnavailable as exc:
             return FINANCE_SILENT, None, str(exc)
         result = answer.body.get("result", "")
+        described = "amount" in answer.body  # a notice found but not payable is still described
         if result != RESULT_OK:
-            return RESULT_CODES.get(result, FINANCE_SILENT), None, f"finance system: {result} {answer.body.get('message', '')}"
+            return (RESULT_CODES.get(result, FINANCE_SILENT), Notice.from_answer(answer.body) if described else None,
+                    f"finance system: {result} {answer.body.get('message', '')}")
         notice = Notice.from_answer(answer.body)
         if notice.status in NOTICE_CODES:
             return NOTICE_CODES[notice.status], notice, f"notice {pay_code} is {notice.status.lower()}"
@@ -276,7 +282,7 @@ class FeeDesk:
             note = (f"fee {fee.pay_code}: finance " + (f"refused ({result})" if result else "never answered")
                     + ": card payment reversed")
             postings = (Posting(row.account_id, row.posted_amount),) if row.account_id and row.posted_amount else ()
-            row = dataclasses.replace(row, status=REVERSED, reversal_reason="finance", reversed_at=at, updated_at=at)
+            row = dataclasses.replace(row, status=REVERSED, reversal_reason=HOST_ROLLBACK, reversed_at=at, updated_at=at)
         response[39] = code
         if code != "00":
             response.fields.pop(38, None)
@@ -299,7 +305,8 @@ class FeeDesk:
         fee = self._host.journal.fee_payment(original.id or 0)
         if fee is None or fee.state not in (CONFIRMING, CONFIRMED):
             return
-        if fee.state == CONFIRMED:
+        if fee.state == CONFIRMED or fee.transaction_id not in self._confirming:
+            # confirming but not in flight here: a host stopped mid-confirmation; the finance system may have it
             fee = dataclasses.replace(fee, state=CANCEL_PENDING, updated_at=at)
             self._host.journal.record(Unit(fee_payments=(fee,), at=at))
         self.schedule_cancel(fee.transaction_id or 0)
@@ -318,7 +325,23 @@ class FeeDesk:
         task.add_done_callback(lambda _: self._cancels.pop(transaction_id, None))
 
     def resume(self) -> None:
-        """At start: cancellations a stopped host still owed."""
+        """At start: cancellations a stopped host still owed, and payments it stopped while confirming — their
+        terminal got no answer, so they are rolled back as never confirmed: the card payment reversed (unless
+        the terminal's reversal did it already) and the confirmation cancelled at the finance system."""
+        at = self._stamp()
+        for fee in self._host.journal.fee_payments(CONFIRMING):
+            if fee.transaction_id in self._confirming:
+                continue
+            row = self._host.journal.transaction_by_id(fee.transaction_id or 0)
+            updates: tuple[Transaction, ...] = ()
+            postings: tuple[Posting, ...] = ()
+            if row is not None and row.status == APPROVED:
+                updates = (dataclasses.replace(row, status=REVERSED, reversal_reason=HOST_ROLLBACK, reversed_at=at,
+                                               updated_at=at, response_code=NOT_CONFIRMED),)
+                postings = (Posting(row.account_id, row.posted_amount),) if row.account_id and row.posted_amount else ()
+            fee = dataclasses.replace(fee, state=CANCEL_PENDING, last_result="host stopped while confirming", updated_at=at)
+            self._host.journal.record(Unit(updates=updates, postings=postings, fee_payments=(fee,), at=at))
+            log.warning("fee %s: the host stopped while confirming it; rolled back", fee.pay_code)
         for fee in self._host.journal.fee_payments(CANCEL_PENDING):
             self.schedule_cancel(fee.transaction_id or 0)
 
@@ -388,10 +411,14 @@ class FeeDesk:
         return shaped(data, rule)
 
     def _declined(self, req: _Request, rule: Rule | None, card: CardData, pan_hash: str | None,
-                  request_fingerprint: str, outcome: Outcome, ctx: Context | None = None) -> Reply:
+                  request_fingerprint: str, outcome: Outcome, ctx: Context | None = None,
+                  notice: Notice | None = None) -> Reply:
+        """A refusal, journaled as a declined row; the notice, when known, goes back so the cashier can say why."""
         host, message = self._host, req.message
         response = host._response(message, _ECHO, outcome.code, req.now)
         response[37] = host._rrn(req.now)
+        if notice is not None:
+            self._set_fields(response, notice, None)
         ctx = ctx or Context(message, req.now, req.business_date, host._services, card, rule,
                              kind=host.dialect.transaction_of(message))
         row = host._transaction(req, card, pan_hash, request_fingerprint, outcome, response, ctx, 0, None)

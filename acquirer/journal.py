@@ -309,9 +309,10 @@ _RESPONSE_FIELDS_AT = _TXN_COLUMNS.index("response_fields")
 _INSERT_TXN = f"INSERT INTO transactions ({', '.join(_TXN_COLUMNS)}) VALUES ({', '.join('?' * len(_TXN_COLUMNS))})"
 _UPDATABLE = ("status", "response_code", "decline_step", "decline_reason", "posted_amount",
               "reversal_mti", "reversal_stan", "reversal_reason", "reversed_at", "updated_at", "refunded_amount",
-              "account_id", "channel", "wallet_txn_id", "order_no")
+              "account_id", "channel", "wallet_txn_id", "order_no", "response_mti", "response_fields")
 _UPDATE_TXN = f"UPDATE transactions SET {', '.join(f'{c} = ?' for c in _UPDATABLE)} WHERE id = ?"
 _UPDATE_VALUES = operator.attrgetter(*_UPDATABLE, "id")
+_UPDATED_FIELDS_AT = _UPDATABLE.index("response_fields")
 _LAST_CUTOVER = "SELECT MAX(business_date) FROM business_days"
 _SELECT_TXN = "SELECT * FROM transactions WHERE terminal_id = ? AND stan = ? AND key_date = ?"
 _SELECT_TERMINAL = (
@@ -690,7 +691,7 @@ class Journal:
             if unit.insert is not None:
                 inserted = db.execute(_INSERT_TXN, _txn_values(unit.insert)).lastrowid
             for update in unit.updates:
-                db.execute(_UPDATE_TXN, _UPDATE_VALUES(update))
+                db.execute(_UPDATE_TXN, _update_values(update))
             for posting in unit.postings:
                 if db.execute(_POST, (posting.delta, unit.at, posting.account_id)).rowcount != 1:
                     raise JournalError(f"no account {posting.account_id} to post to")
@@ -1004,6 +1005,13 @@ def _txn_values(txn: Transaction) -> list[object]:
     values = list(_TXN_VALUES(txn))
     if txn.response_fields is not None:
         values[_RESPONSE_FIELDS_AT] = _JSON.encode(txn.response_fields)
+    return values
+
+
+def _update_values(txn: Transaction) -> list[object]:
+    values = list(_UPDATE_VALUES(txn))
+    if txn.response_fields is not None:
+        values[_UPDATED_FIELDS_AT] = _JSON.encode(txn.response_fields)
     return values
 
 

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("possim.host")
 
 MANDATORY_FIELDS = (3, 4, 11, 22, 41, 42, 49)
-DEBITS = frozenset({"sale", "preauth", "completion", "offline", "authorization"})
+DEBITS = frozenset({"sale", "preauth", "completion", "offline", "authorization", "fee_payment"})
 """Kinds that take (or hold) the cardholder's money: account rules apply to them."""
-FUNDED = frozenset({"sale", "preauth", "authorization"})
+FUNDED = frozenset({"sale", "preauth", "authorization", "fee_payment"})
 CARDLESS = frozenset({"sale_void", "completion_void"})
 """Kinds a terminal may send without the card: the original, named by RRN, tells whose account it is."""
 """Kinds declined 51 without the funds; a completion was held for, an offline sale already approved."""

@@ -11,8 +11,8 @@ a confirmation file per agency, and the sweep instruction that empties the
 collection account by next morning (identified money to the clearing
 account, unidentified money to suspense).
 
-A date is reconciled once: a second run is refused, as the finance
-system's interface refuses to reconcile a day twice.
+A date is reconciled once: a second run is refused (the interface's
+"cannot reconcile twice").
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def reconcile_collections(store: SettlementStore, business_date: str, daily_list
     """`daily_list` is the body of the finance system's 2004 answer: its confirmations and their currency."""
     cur = find_currency(daily_list.get("currency") or "CNY")
     confirmations = daily_list.get("confirmations", [])
+    listed = sum(parse_amount(e["amount"], cur.alpha, f"finance list of {business_date}") for e in confirmations)
+    if confirmations and parse_amount(daily_list.get("total", "0"), cur.alpha, "finance list total") != listed:
+        raise SettlementError(f"the finance system's list of {business_date} says its total is {daily_list.get('total')}"
+                              f" {cur.alpha}, but its {len(confirmations)} confirmations add up to"
+                              f" {format_major(listed, cur)}: ask for it again")
     done = store.treasury_day(business_date)
     if done is not None:
         raise SettlementError(f"{business_date} was reconciled with the treasury at {done}: a day is reconciled once")
@@ -73,19 +78,31 @@ def reconcile_collections(store: SettlementStore, business_date: str, daily_list
         finance[entry["channelTradeNo"]] = (entry["payCode"], entry["agencyCode"], amount)
     bank: dict[str, int] = {}
     seen: dict[str, int] = defaultdict(int)
+    credited_in_all = 0
     for line in statement:
         if line.account != settings.collection_account or line.direction != "CR":
             continue
-        seen[line.reference] += 1
+        credited_in_all += line.amount if line.currency == cur.numeric else 0
         where = f"{statement_name} line {line.line}"
+        if not line.reference or line.currency != cur.numeric:  # nothing to match it by: suspense
+            anonymous = f"(no reference) {line.amount} {line.currency} {line.value_date}"
+            seen[anonymous] += 1
+            findings.append(Finding(UNIDENTIFIED_FUNDS, "collection", f"{line.reference or anonymous}#{seen[anonymous]}",
+                                    f"{where}: credit {format_major(line.amount, find_currency(line.currency))}"
+                                    f" {find_currency(line.currency).alpha}"
+                                    + (" in another currency" if line.currency != cur.numeric else " without a reference")
+                                    + ": to the suspense account", line.amount, line.currency, file_amount=line.amount))
+            continue
+        seen[line.reference] += 1
         if seen[line.reference] > 1:
             findings.append(Finding(DUPLICATE, "collection", f"{line.reference}#{seen[line.reference]}",
                                     f"{where}: credit {line.reference} received again", line.amount, line.currency,
                                     file_amount=line.amount))
         elif line.reference not in host and line.reference not in finance:
             findings.append(Finding(UNIDENTIFIED_FUNDS, "collection", f"{line.reference or '(no reference)'}#1",
-                                    f"{where}: credit {line.amount} with reference {line.reference!r} matches no fee"
-                                    f" payment of {business_date}: to the suspense account", line.amount,
+                                    f"{where}: credit {format_major(line.amount, cur)} {cur.alpha} with reference"
+                                    f" {line.reference!r} matches no fee payment of {business_date}: to the suspense"
+                                    " account", line.amount,
                                     line.currency, file_amount=line.amount))
         else:
             bank[line.reference] = line.amount
@@ -111,7 +128,9 @@ def reconcile_collections(store: SettlementStore, business_date: str, daily_list
     for agency in by_agency:
         outputs[f"confirmations_{agency}"] = out_dir / f"confirmations-{business_date}-{agency}.csv"
     identified = sum(ours[2] for _, ours in matched)
-    unidentified = sum(f.amount for f in findings if f.cls == UNIDENTIFIED_FUNDS)
+    # Everything else credited to the account that day (unknown, repeated, wrong or unconfirmed money) goes to
+    # suspense until a person explains it, so the sweep always empties the collection account.
+    unidentified = credited_in_all - identified
     with store.writing():
         for f in findings:
             discrepancy_id = store.add_discrepancy(business_date, f.cls, f.source, f.key, f.transaction_id, None, None,
