@@ -189,6 +189,10 @@ class FeeDesk:
         if code != "00" or notice is None:
             return self._declined(req, rule, card, pan_hash, request_fingerprint, Outcome(code, "notice", why),
                                   notice=notice)
+        if host.journal.transaction(message[41], message[11], req.key_date) is not None:
+            # the terminal gave up while the notice was looked up, and its reversal came first: charge nothing
+            log.info("fee %s: reversed by terminal %s before it was charged; not charged", notice.pay_code, message[41])
+            return Reply()
         ctx = Context(message, req.now, req.business_date, host._services, card, rule,
                       session=host.journal.terminal(message[41]), pan_hash=pan_hash,
                       kind=host.dialect.transaction_of(message))
