@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,7 @@ log = logging.getLogger("possim.host")
 
 FEE_KINDS = frozenset({"fee_query", "fee_payment"})
 _ECHO = (3, 4, 7, 11, 25, 41, 42, 49)
-CONFIRMING, CONFIRMED, ROLLED_BACK = "confirming", "confirmed", "rolled_back"
+AWAITING_PAYMENT, CONFIRMING, CONFIRMED, ROLLED_BACK = "awaiting_payment", "confirming", "confirmed", "rolled_back"
 CANCEL_PENDING, CANCELLED, CANCEL_REFUSED = "cancel_pending", "cancelled", "cancel_refused"
 NOT_CONFIRMED = "N4"
 """The finance system never confirmed the payment: the card payment was reversed, nothing was charged."""
@@ -66,6 +67,7 @@ NOTICE_CODES = {"PAID": "N1", "EXPIRED": "N2", "CANCELLED": "N3"}
 RESULT_CODES = {"1001": "N1", "1002": "13", "1003": "25", "1004": "N2", "1005": "N3"}
 """A finance refusal, as the terminal is told it."""
 CHANNEL = "POS"
+QR_CHANNEL = "QR"
 HOST_ROLLBACK = "finance"
 """The reversal reason of a fee payment the host reversed itself because the finance system never confirmed
 it: its answer (N4) still stands, and a retransmission gets it again."""
@@ -115,6 +117,15 @@ def finance_key(folder: str | Path | None = None) -> bytes:
         raise FixtureError(f"{source}: mac_key must be hex") from None
 
 
+def fee_fields(fee: FeePayment) -> dict[str, str]:
+    """Where a QR-paid fee stands, for the terminal polling its order: the notice's code, PAID once the finance
+    system confirmed it (with its number), else UNPAID."""
+    values = {"pay_code": fee.pay_code, "notice_status": "PAID" if fee.state == CONFIRMED else "UNPAID"}
+    if fee.state == CONFIRMED and fee.confirm_no:
+        values["confirm_no"] = fee.confirm_no
+    return values
+
+
 class FeeDesk:
     def __init__(self, host: HostCore, settings: FeeSettings):
         self._host = host
@@ -123,6 +134,8 @@ class FeeDesk:
         self._inflight: dict[tuple[str, str, str], asyncio.Future[Reply]] = {}
         self._confirming: set[int] = set()
         self._cancels: dict[int, asyncio.Task[None]] = {}
+        self._confirmations: set[asyncio.Task[None]] = set()
+        """Confirmations of QR-paid fees under way in the background."""
 
     def connect(self, address: tuple[str, int], key: bytes) -> None:
         self.client = FinanceClient(address, key, self._host.clock, self._host._rng, self.settings.finance_timeout,
@@ -213,10 +226,75 @@ class FeeDesk:
         fee = dataclasses.replace(fee, transaction_id=row_id)
         self._confirming.add(row_id)
         try:
-            fee, result = await self._confirm(fee, req)
+            fee, result = await self._confirm(fee, req.now, message[41])
         finally:
             self._confirming.discard(row_id)
         return self._settle(req, rule, row_id, fee, result, notice, response)
+
+    # ---- paid by QR: an order for the notice, confirmed once a wallet pays it ----
+
+    def qr_order(self, req: _Request, ctx: Context, pay_code: str, rule: Rule | None, front: Any) -> Reply:
+        """A merchant-presented order for a notice: made only for an unpaid notice and exactly its amount due."""
+
+        async def order() -> Reply:
+            message = req.message
+            code, notice, why = await self._notice(pay_code)
+            if code == "00" and notice is not None and (notice.amount != int(message[4]) or notice.currency != message[49]):
+                code, why = "13", f"amount {message[4]} {message[49]} is not the notice's {notice.amount} {notice.currency}"
+            if code != "00" or notice is None:
+                return front._declined(req, "qr_order", Outcome(code, "notice", why), rule)
+            assert ctx.merchant is not None
+            change = front.orders.create(merchant=ctx.merchant, amount=notice.amount, currency=notice.currency,
+                                         now=req.now, key=front._key(req, ctx), terminal_id=message[41])
+            assert change.insert is not None and change.insert.rrn is not None
+            fee = FeePayment(None, notice.pay_code, notice.agency_code, notice.amount, notice.currency, QR_CHANNEL,
+                             change.insert.rrn, AWAITING_PAYMENT, None, 0, None, req.business_date, req.at, req.at)
+            return front._record(req, change, "00", rule, reason=f"fee {notice.pay_code}: order for the notice",
+                                 fee_payments=(fee,))
+
+        return Reply(later=order())
+
+    def wallet_paid(self, transaction_id: int | None) -> None:
+        """A wallet paid an order: if it pays a notice, confirm it to the finance system in the background; a
+        confirmation that never comes, or a refusal, gives the wallet its money back."""
+        fee = self._host.journal.fee_payment(transaction_id or 0)
+        if fee is None or fee.state != AWAITING_PAYMENT or self.client is None:
+            return
+        fee = dataclasses.replace(fee, state=CONFIRMING, updated_at=self._stamp())
+        self._host.journal.record(Unit(fee_payments=(fee,), at=fee.updated_at))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # resume() rolls it back when a server starts
+        self._confirming.add(transaction_id or 0)
+        task = loop.create_task(self._confirm_order(fee))
+        self._confirmations.add(task)
+        task.add_done_callback(self._confirmations.discard)
+
+    async def _confirm_order(self, fee: FeePayment) -> None:
+        host, row_id = self._host, fee.transaction_id or 0
+        row = host.journal.transaction_by_id(row_id)
+        try:
+            fee, result = await self._confirm(fee, host.clock(), row.terminal_id if row else "")
+        finally:
+            self._confirming.discard(row_id)
+        at = self._stamp()
+        order = host.journal.order(row.order_no or "") if row is not None else None
+        row = host.journal.transaction_by_id(row_id)
+        if result == RESULT_OK and row is not None and row.status == APPROVED:
+            fee = dataclasses.replace(fee, state=CONFIRMED, updated_at=at)
+            host.journal.record(Unit(fee_payments=(fee,), at=at))
+            log.info("fee %s paid by QR: confirmed (%s)", fee.pay_code, fee.confirm_no)
+            return
+        fee = dataclasses.replace(fee, state=CANCEL_PENDING if result in ("", RESULT_OK) else ROLLED_BACK, updated_at=at)
+        change = None
+        if order is not None and row is not None and row.status == APPROVED:
+            change = self._host.orders.reverse(order, row, host.clock(), {"reversal_reason": HOST_ROLLBACK})
+        host.journal.record(Unit(fee_payments=(fee,), at=at, **(change.unit_parts() if change else {})))
+        log.info("fee %s paid by QR: finance %s; the wallet's payment given back", fee.pay_code,
+                 f"refused ({result})" if result not in ("", RESULT_OK) else "never confirmed")
+        if fee.state == CANCEL_PENDING:
+            self.schedule_cancel(row_id)
 
     # ---- the finance system ----
 
@@ -238,13 +316,13 @@ class FeeDesk:
             return NOTICE_CODES[notice.status], notice, f"notice {pay_code} is {notice.status.lower()}"
         return "00", notice, None
 
-    async def _confirm(self, fee: FeePayment, req: _Request) -> tuple[FeePayment, str]:
+    async def _confirm(self, fee: FeePayment, now: datetime, terminal_id: str) -> tuple[FeePayment, str]:
         """Confirm until the finance system says yes or no, or the attempts run out; returns the fee as it
         stands and the outcome: 0000, a refusal's result code, or "" for never answered."""
         assert self.client is not None
         body = {"payCode": fee.pay_code, "amount": amount_text(fee.amount, fee.currency),
-                "currency": find_currency(fee.currency).alpha, "confirmTime": req.now.strftime("%Y%m%d%H%M%S"),
-                "channel": fee.channel, "channelTradeNo": fee.trade_no, "terminalId": req.message[41]}
+                "currency": find_currency(fee.currency).alpha, "confirmTime": now.strftime("%Y%m%d%H%M%S"),
+                "channel": fee.channel, "channelTradeNo": fee.trade_no, "terminalId": terminal_id}
         for attempt in range(1, self.settings.confirm_attempts + 1):
             try:
                 answer = await self.client.exchange(MSG_PAYMENT_CONFIRM, body)
@@ -337,20 +415,24 @@ class FeeDesk:
             if fee.transaction_id in self._confirming:
                 continue
             row = self._host.journal.transaction_by_id(fee.transaction_id or 0)
-            updates: tuple[Transaction, ...] = ()
-            postings: tuple[Posting, ...] = ()
-            if row is not None and row.status == APPROVED:
-                updates = (dataclasses.replace(row, status=REVERSED, reversal_reason=HOST_ROLLBACK, reversed_at=at,
-                                               updated_at=at, response_code=NOT_CONFIRMED),)
-                postings = (Posting(row.account_id, row.posted_amount),) if row.account_id and row.posted_amount else ()
+            parts: dict[str, Any] = {}
+            order = self._host.journal.order(row.order_no or "") if row is not None and row.order_no else None
+            if row is not None and row.status == APPROVED and order is not None:  # paid by QR: the wallet gets it back
+                parts = self._host.orders.reverse(order, row, self._host.clock(),
+                                                  {"reversal_reason": HOST_ROLLBACK}).unit_parts()
+            elif row is not None and row.status == APPROVED:
+                parts = {"updates": (dataclasses.replace(row, status=REVERSED, reversal_reason=HOST_ROLLBACK,
+                                                         reversed_at=at, updated_at=at, response_code=NOT_CONFIRMED),),
+                         "postings": (Posting(row.account_id, row.posted_amount),)
+                         if row.account_id and row.posted_amount else ()}
             fee = dataclasses.replace(fee, state=CANCEL_PENDING, last_result="host stopped while confirming", updated_at=at)
-            self._host.journal.record(Unit(updates=updates, postings=postings, fee_payments=(fee,), at=at))
+            self._host.journal.record(Unit(fee_payments=(fee,), at=at, **parts))
             log.warning("fee %s: the host stopped while confirming it; rolled back", fee.pay_code)
         for fee in self._host.journal.fee_payments(CANCEL_PENDING):
             self.schedule_cancel(fee.transaction_id or 0)
 
     async def stop(self) -> None:
-        tasks = list(self._cancels.values())
+        tasks = [*self._cancels.values(), *self._confirmations]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

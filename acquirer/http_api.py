@@ -207,6 +207,7 @@ class OrderApi:
                 raise
             return _json(self._declined_json(refusal, account, *self._scanned(payload, amount)))
         self._commit(change)
+        core.fees.wallet_paid(change.order.transaction_id if change.order else None)
         return _json(self._payment_json(change.order, account))
 
     async def wallet_confirm(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
@@ -228,6 +229,7 @@ class OrderApi:
             return _json(self._declined_json(refusal, account, order.order_no, order.amount, order.currency,
                                              order.wallet_txn_id))
         self._commit(change)
+        self.core.fees.wallet_paid(change.order.transaction_id if change.order else None)
         return _json(self._payment_json(change.order, account))
 
     async def wallet_payments(self, request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:

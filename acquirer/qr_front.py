@@ -17,7 +17,8 @@ from possim.wire import money
 from possim.wire.message import Message
 from possim.wire.qr_data import QrDataError, decode_qr_data, encode_qr_data
 
-from .journal import DECLINED, Order, Transaction, Unit
+from .fee_desk import fee_fields
+from .journal import DECLINED, FeePayment, Order, Transaction, Unit
 from .pipeline import CardData, Context, Outcome, fingerprint, run, scenario_rules, terminal_signed_on
 from .qr_orders import OPEN, PAID, REFUNDED, Change, OrderService, QrRefusal, RowKey
 from .reply import Reply, shaped
@@ -53,6 +54,8 @@ class QrFront:
             outcome = outcome if not outcome.approved else Outcome("03", "terminal", "the terminal has no merchant")
             return self._declined(req, kind_name, outcome, rule)
         try:
+            if kind_name == "qr_order" and data.get("pay_code"):
+                return host.fees.qr_order(req, ctx, data["pay_code"], rule, self)
             if kind_name == "qr_order":
                 return self._order(req, ctx, rule)
             if kind_name == "qr_sale":
@@ -134,9 +137,12 @@ class QrFront:
             except ValueError:
                 return Outcome("30", "fields", f"currency {message[49]!r} is not an ISO 4217 numeric code"), {}
         needed = _NEEDS.get(kind_name)
-        if needed is None:
-            return Outcome("00"), {}
         raw = dialect.get_role(message, "qr_data") if field else None
+        if needed is None:  # an order may still name a fee notice it pays (docs/fees.md)
+            try:
+                return Outcome("00"), decode_qr_data(raw) if raw is not None else {}
+            except QrDataError as exc:
+                return Outcome("30", "fields", f"field {field}: {exc}"), {}
         if raw is None:
             return Outcome("30", "fields", f"missing mandatory field {field or 'qr_data'} (QR data: {needed})"), {}
         try:
@@ -154,16 +160,17 @@ class QrFront:
                       self._host._rrn(req.now))
 
     def _record(self, req: _Request, change: Change, code: str, rule: Rule | None, reason: str | None = None,
-                row: bool = True) -> Reply:
+                row: bool = True, fee_payments: tuple[FeePayment, ...] = ()) -> Reply:
         host = self._host
-        response = self._response(req, code, change.order)
+        response = self._response(req, code, change.order, fee_payments[0] if fee_payments else None)
         insert = change.insert
         if row and insert is not None:
             response[37] = insert.rrn or host._rrn(req.now)
             insert = _answered(insert, req.message, response)
         data = host._frame(response, req.envelope)
         parts = {**change.unit_parts(), "insert": insert}
-        host.journal.record(Unit((host._entry_in(req, reason), host._entry_out(req, response, reason)), at=req.at, **parts))
+        host.journal.record(Unit((host._entry_in(req, reason), host._entry_out(req, response, reason)), at=req.at,
+                                 fee_payments=fee_payments, **parts))
         return shaped(data, rule)
 
     def _answer(self, req: _Request, code: str, order: Order, rule: Rule | None, note: str | None = None) -> Reply:
@@ -198,11 +205,15 @@ class QrFront:
                                  insert=_answered(row, message, response), at=req.at))
         return shaped(data, rule)
 
-    def _response(self, req: _Request, code: str, order: Order) -> Message:
+    def _response(self, req: _Request, code: str, order: Order, fee: FeePayment | None = None) -> Message:
+        """The answer with the order's QR data; an order that pays a fee notice also says where the fee stands."""
         host = self._host
         response = host._response(req.message, _ECHO, code, req.now)
         if "qr_data" in host.dialect.roles:
-            host.dialect.set_role(response, "qr_data", encode_qr_data(_qr_fields(order)))
+            if fee is None and order.transaction_id is not None:
+                fee = host.journal.fee_payment(order.transaction_id)
+            fields = _qr_fields(order) | (fee_fields(fee) if fee is not None else {})
+            host.dialect.set_role(response, "qr_data", encode_qr_data(fields))
         return response
 
 

@@ -336,6 +336,14 @@ class Terminal:
         check_amount(amount)
         return await self._online("fee_payment", amount, card, entry, pin, qr={"pay_code": _pay_code(pay_code)})
 
+    async def fee_qr_order(self, pay_code: str, amount: int) -> TransactionResult:
+        """A QR order for a notice's amount due, to show the payer (docs/fees.md): the host makes it only for an
+        unpaid notice and exactly its amount. Once a wallet pays it, the host confirms the fee to the finance
+        system; a query's `notice` says PAID (with the confirmation number) when it has — or the order comes
+        back reversed, the wallet refunded, when the finance system never confirms it."""
+        check_amount(amount)
+        return await self._online("qr_order", amount, None, "swipe", None, qr={"pay_code": _pay_code(pay_code)})
+
     async def qr_order(self, amount: int) -> TransactionResult:
         """Create a merchant-presented order for `amount` minor units: the answer gives its order number, the EMV
         payload to show the payer and when it expires.
@@ -481,8 +489,9 @@ class Terminal:
         if result.operation in ("qr_query", "qr_close") and result.response_code == APPROVED:
             approved = status in PAID_ORDER
             message = f"order {order_no} is {status}"
+        notice = {k: data[k] for k in ("pay_code", "notice_status", "confirm_no") if k in data} or None
         return replace(
-            result, approved=approved, message=message, order_no=order_no, status=status,
+            result, approved=approved, message=message, order_no=order_no, status=status, notice=notice,
             channel=data.get("channel"), wallet_txn_id=data.get("wallet_txn_id"), payload=data.get("payload"),
             expires_at=qr_time(data.get("expires_at")),
             refunded=int(data["refunded"]) if data.get("refunded", "").isdigit() else None,
