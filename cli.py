@@ -813,6 +813,50 @@ def pos_qr_scan(amount: str, code: str | None, image_path: str | None, wait: flo
     _run_terminal(options, act, render=_render_qr_result)
 
 
+@pos.command("fee-qr")
+@click.option("--code", "pay_code", required=True, help="The payment notice's code (digits, as printed or scanned).")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the order's code for the payer as a PNG image.")
+@qr_wait_options(0, "Seconds to wait for a wallet to pay, then for the finance system's confirmation (the order is "
+                    "closed when nobody pays). 0: return once the order is made.")
+@pos_options
+def pos_fee_qr(pay_code: str, png_path: str | None, wait: float, poll: float, **options: Any) -> None:
+    """Pay a government fee notice by QR: the notice is looked up, an order for exactly its amount due is made for
+    the payer's wallet to scan; once paid, the host confirms it to the finance system (or refunds the wallet)."""
+    from possim.terminal.qr_flows import collect_fee
+    from possim.wire.qr_image import qr_png
+
+    _parent_exists(png_path, "--png")
+    as_json = options["as_json"]
+
+    async def act(terminal: Any) -> Any:
+        looked_up = await terminal.fee_query(pay_code)
+        if not looked_up.approved or not looked_up.notice:
+            return _Shown(looked_up, {"png": None})
+        order = await terminal.fee_qr_order(pay_code, looked_up.notice["amount_due"])
+        extras: dict[str, Any] = {"png": None}
+        if order.payload is not None:
+            if png_path:
+                Path(png_path).write_bytes(qr_png(order.payload))
+                extras["png"] = str(Path(png_path).resolve())
+            if not as_json:
+                click.echo(_render_qr_code(order.payload, extras["png"]))
+        final = order
+        if wait > 0 and order.order_no is not None and order.response_code == "00":
+            final = await collect_fee(terminal, order, wait, poll, progress=_qr_progress)
+        return _Shown(final, extras)
+
+    _run_terminal(options, act, render=_render_fee_qr)
+
+
+def _render_fee_qr(r: dict[str, Any]) -> str:
+    lines = [_render_qr_result(r)] if r.get("order_no") else [_render_result(r)]
+    notice = r.get("notice") or {}
+    if notice:
+        lines.append(f"  notice {notice.get('pay_code')}: {str(notice.get('notice_status', '')).lower()}"
+                     + (f", confirmed {notice['confirm_no']}" if notice.get("confirm_no") else ""))
+    return "\n".join(lines)
+
+
 def order_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--order", "order_no", required=True, help="The order number (a qr-order or qr-scan result shows it).")(command)
 

@@ -208,7 +208,7 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
         qr = _QrDay(report, out / "qr", partner_site, clock)
         await _business_day(report, terminals, address, qr)
         files.update({f"qr_{path.stem}": path for path in sorted((out / "qr").glob("*.png"))})
-        files["finance"] = await _fee_day(report, terminals[1], finance, files["journal"])
+        files["finance"] = await _fee_day(report, terminals[1], finance, files["journal"], qr)
         files.update(await _settlement_days(report, terminals[1], files["journal"], out, core.calendar.date_of(clock()),
                                             finance_at, clock))
     finally:
@@ -567,7 +567,7 @@ async def _late(terminal: Terminal, card: Card) -> dict[str, Any]:
     return result
 
 
-async def _fee_day(report: DemoReport, counter: Terminal, finance: FinanceThread, journal: Path) -> Path:
+async def _fee_day(report: DemoReport, counter: Terminal, finance: FinanceThread, journal: Path, qr: _QrDay) -> Path:
     """Government fees at the cashier's terminal: notices looked up and paid by card, every refusal, a
     confirmation the finance system answers late (retried, confirmed once) and one it never answers (the card
     payment reversed, the notice left unpaid). Each outcome is read back from the finance system's own store."""
@@ -614,6 +614,19 @@ async def _fee_day(report: DemoReport, counter: Terminal, finance: FinanceThread
     check("finance never answers the confirmation: card payment reversed, confirmation cancelled, notice unpaid",
           "N4 unpaid cancelled", f"{lost.response_code} {at_finance('tuition')} {fee.state if fee else 'none'}",
           lost.to_json())
+    order = await cashier.fee_qr_order(FEE_NOTICES["fee4"], 5000)
+    png = qr.folder / "fee-order.png"
+    png.write_bytes(terminal_screen_png(order.payload or "", amount="50.00 CNY", merchant="FEE NOTICE"))
+    await asyncio.to_thread(qr.alice.pay, scanned_payload(str(png)))
+    state = order
+    for _ in range(30):  # the host confirms the fee to the finance system once the wallet has paid
+        state = await cashier.qr_query(order.order_no or "")
+        if (state.notice or {}).get("notice_status") == "PAID" or state.status == "reversed":
+            break
+        await asyncio.sleep(0.1)
+    check("fee notice paid by QR: the order's code scanned by the wallet app, then confirmed to the finance system",
+          "paid PAID paid", f"{state.status} {(state.notice or {}).get('notice_status')} {at_finance('fee4')}",
+          state.to_json())
     return bureau.store.path
 
 

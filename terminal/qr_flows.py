@@ -58,6 +58,29 @@ async def collect(
     return cancelled
 
 
+async def collect_fee(
+    terminal: Terminal, order: TransactionResult, deadline_s: float, interval_s: float, sleep: Sleep = asyncio.sleep,
+    clock: Seconds = time.monotonic, progress: Progress | None = None,
+) -> TransactionResult:
+    """`collect` for an order that pays a fee notice (`fee_qr_order`), then the fee's fate: once a wallet paid,
+    the host confirms it to the finance system; queries go on until the answer's notice says PAID, or the order
+    comes back reversed (the finance system never confirmed it: the wallet was refunded), or the deadline —
+    counted again from the payment — passes (then the last answer says where it stands)."""
+    last = await collect(terminal, order, deadline_s, interval_s, sleep, clock, progress)
+    if last.status != "paid":
+        return last
+    until = clock() + deadline_s
+    while not _fee_settled(last) and clock() < until:
+        await sleep(interval_s)
+        last = await terminal.qr_query(_order_of(order))
+        _report(progress, last)
+    return last
+
+
+def _fee_settled(result: TransactionResult) -> bool:
+    return (result.notice or {}).get("notice_status") == "PAID" or result.status in ENDED - {"paid"}
+
+
 async def settle_scan(
     terminal: Terminal, result: TransactionResult, deadline_s: float, interval_s: float, sleep: Sleep = asyncio.sleep,
     clock: Seconds = time.monotonic, progress: Progress | None = None,

@@ -54,7 +54,7 @@ def test_summary_is_read_back_from_the_journal(demo) -> None:
     # 130.00 completing a 120.00 hold, a 40.00 hold cancelled, a 9.90 offline sale; two fee notices paid and
     # confirmed (200.00 and 110.00; the third, never confirmed, reversed); and 20.00 the next day
     assert balances["A-1004"] == opening["A-1004"] - 8800 - (650 + 6000 - 2500 + 13000 + 990) - (20000 + 11000) - 2000
-    open_entries = {"10000001": 0, "10000002": 3, "10000003": 0}  # terminal 2's fees and its purchase after cut-over
+    open_entries = {"10000001": 0, "10000002": 4, "10000003": 0}  # terminal 2's fees (card and QR), its next-day purchase
     for t in report["terminals"]:  # every batch closed: nothing owed
         assert (t["batch_number"], t["open_batch"]["count"], t["pending_reversal"], t["queued_advices"]) == \
             (2, open_entries[t["tid"]], None, 0)
@@ -257,8 +257,9 @@ def test_fee_payments_end_paid_everywhere_or_nowhere(demo) -> None:
     journal, store = Journal(out / "journal.sqlite"), NoticeStore(out / "finance.sqlite")
     try:
         fees = {f.pay_code: f for f in journal.fee_payments()}
-        assert {code: f.state for code, f in fees.items()} == {
-            "31010157462740291971": "confirmed", "31010156080501553255": "confirmed", "31010195281670669848": "cancelled"}
+        assert {code: (f.channel, f.state) for code, f in fees.items()} == {
+            "31010157462740291971": ("POS", "confirmed"), "31010156080501553255": ("POS", "confirmed"),
+            "31010195281670669848": ("POS", "cancelled"), "31010120407659736338": ("QR", "confirmed")}
         for code, fee in fees.items():
             row = journal.transaction_by_id(fee.transaction_id)
             notice = store.get(code)
