@@ -170,7 +170,11 @@ class FeeDesk:
         async def answer() -> Reply:
             try:
                 reply = await work
-            except BaseException as exc:
+            except asyncio.CancelledError:  # the host is stopping
+                if done is not None:
+                    done.cancel()
+                raise
+            except Exception as exc:
                 if done is not None:
                     done.set_exception(exc)
                     done.exception()  # retrieved: a retransmission's waiter may never come

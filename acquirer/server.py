@@ -279,10 +279,9 @@ class _Connection(asyncio.Protocol):
 
     def _wait_for(self, later: Coroutine[Any, Any, Reply]) -> None:
         """An answer the core is still working out: awaited on its own, so the link keeps being served and
-        answered meanwhile; owed like a delayed answer (the link stays open for it)."""
-        if self._closing:
-            later.close()
-            return
+        answered meanwhile; owed like a delayed answer (the link stays open for it). It is worked out even when
+        the link is closing: the request arrived, and what it does (a payment, its confirmation) must finish
+        and be journaled like any other; only the answer may find nobody to go to."""
         key = next(self._late_ids)
 
         async def answer_when_ready() -> None:
