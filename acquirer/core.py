@@ -484,6 +484,8 @@ class HostCore:
             if change is not None:
                 updates, postings = change.updates, change.postings
                 orders, notifications = change.orders, change.notifications
+                if self.journal.fee_payment(original.id or 0) is not None:
+                    reversed_fee = original  # an order that paid a fee notice: its confirmation is cancelled too
         elif original.reversed_at is None and original.status == APPROVED and (why := self._irreversible(original)):
             note = f"does not reverse transaction {original.id}: {why}"
         elif original.reversed_at is None and original.status in (APPROVED, DECLINED):

@@ -262,7 +262,10 @@ class FeeDesk:
         """A wallet paid an order: if it pays a notice, confirm it to the finance system in the background; a
         confirmation that never comes, or a refusal, gives the wallet its money back."""
         fee = self._host.journal.fee_payment(transaction_id or 0)
-        if fee is None or fee.state != AWAITING_PAYMENT or self.client is None:
+        if fee is None or fee.state != AWAITING_PAYMENT:
+            return
+        if self.client is None:  # no finance system to confirm to: the wallet gets its money back at once
+            self._give_back(fee, ROLLED_BACK, "no finance system is configured")
             return
         fee = dataclasses.replace(fee, state=CONFIRMING, updated_at=self._stamp())
         self._host.journal.record(Unit(fee_payments=(fee,), at=fee.updated_at))
@@ -283,22 +286,29 @@ class FeeDesk:
         finally:
             self._confirming.discard(row_id)
         at = self._stamp()
-        order = host.journal.order(row.order_no or "") if row is not None else None
         row = host.journal.transaction_by_id(row_id)
         if result == RESULT_OK and row is not None and row.status == APPROVED:
             fee = dataclasses.replace(fee, state=CONFIRMED, updated_at=at)
             host.journal.record(Unit(fee_payments=(fee,), at=at))
             log.info("fee %s paid by QR: confirmed (%s)", fee.pay_code, fee.confirm_no)
             return
-        fee = dataclasses.replace(fee, state=CANCEL_PENDING if result in ("", RESULT_OK) else ROLLED_BACK, updated_at=at)
+        self._give_back(fee, CANCEL_PENDING if result in ("", RESULT_OK) else ROLLED_BACK,
+                        f"finance refused ({result})" if result not in ("", RESULT_OK) else "finance never confirmed")
+
+    def _give_back(self, fee: FeePayment, state: str, why: str) -> None:
+        """A QR-paid fee that will not be confirmed: the order reversed, the wallet refunded; `state` says whether a
+        confirmation may still need cancelling at the finance system."""
+        host, at = self._host, self._stamp()
+        row = host.journal.transaction_by_id(fee.transaction_id or 0)
+        order = host.journal.order(row.order_no or "") if row is not None else None
+        fee = dataclasses.replace(fee, state=state, updated_at=at)
         change = None
         if order is not None and row is not None and row.status == APPROVED:
-            change = self._host.orders.reverse(order, row, host.clock(), {"reversal_reason": HOST_ROLLBACK})
+            change = host.orders.reverse(order, row, host.clock(), {"reversal_reason": HOST_ROLLBACK})
         host.journal.record(Unit(fee_payments=(fee,), at=at, **(change.unit_parts() if change else {})))
-        log.info("fee %s paid by QR: finance %s; the wallet's payment given back", fee.pay_code,
-                 f"refused ({result})" if result not in ("", RESULT_OK) else "never confirmed")
+        log.info("fee %s paid by QR: %s; the wallet's payment given back", fee.pay_code, why)
         if fee.state == CANCEL_PENDING:
-            self.schedule_cancel(row_id)
+            self.schedule_cancel(fee.transaction_id or 0)
 
     # ---- the finance system ----
 

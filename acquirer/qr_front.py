@@ -17,10 +17,10 @@ from possim.wire import money
 from possim.wire.message import Message
 from possim.wire.qr_data import QrDataError, decode_qr_data, encode_qr_data
 
-from .fee_desk import fee_fields
+from .fee_desk import CONFIRMING, fee_fields
 from .journal import DECLINED, FeePayment, Order, Transaction, Unit
 from .pipeline import CardData, Context, Outcome, fingerprint, run, scenario_rules, terminal_signed_on
-from .qr_orders import OPEN, PAID, REFUNDED, Change, OrderService, QrRefusal, RowKey
+from .qr_orders import OPEN, PAID, PAYING, REFUNDED, Change, OrderService, QrRefusal, RowKey
 from .reply import Reply, shaped
 
 if TYPE_CHECKING:
@@ -99,6 +99,9 @@ class QrFront:
 
     def _refund(self, req: _Request, ctx: Context, order: Order, rule: Rule | None) -> Reply:
         message = req.message
+        if order.transaction_id is not None and self._host.journal.fee_payment(order.transaction_id) is not None:
+            raise QrRefusal("FEE_ORDER", f"order {order.order_no} paid a fee notice: a fee is refunded by its collecting"
+                                         " agency, not at the terminal", "12")
         if message[49] != order.currency:
             raise QrRefusal("CURRENCY_MISMATCH", f"currency {message[49]} is not the order's {order.currency}", "30")
         change = self.orders.refund(order, amount=int(message[4]), out_refund_no=f"T{message[41]}{req.key_date}{message[11]}",
@@ -213,6 +216,8 @@ class QrFront:
             if fee is None and order.transaction_id is not None:
                 fee = host.journal.fee_payment(order.transaction_id)
             fields = _qr_fields(order) | (fee_fields(fee) if fee is not None else {})
+            if fee is not None and fee.state == CONFIRMING and order.status == PAID:
+                fields["status"] = PAYING  # not paid for the terminal's batch until the finance system confirms it
             host.dialect.set_role(response, "qr_data", encode_qr_data(fields))
         return response
 
