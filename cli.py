@@ -1784,6 +1784,9 @@ def fees_notice_add(agency: str, payer: str, items: tuple[str, ...], due: str, p
             date.fromisoformat(due)
         except ValueError:
             raise click.BadParameter(f"{due!r} is not a date such as 2026-12-31", param_hint="--due") from None
+        if agency not in store.agencies:
+            raise click.BadParameter(f"{agency!r} is not a collecting agency of finance.yaml"
+                                     f" ({', '.join(sorted(store.agencies))})", param_hint="--agency")
         code = pay_code or make_pay_code(region, random.SystemRandom(), store.lengths)
         check_pay_code(code, store.lengths)
         notice = store.add(Notice(code, agency, store.agencies.get(agency, ""), payer, tuple(fee_items),
@@ -1864,7 +1867,7 @@ def fees_reconcile(db: str, business_date: str, finance_address: str, statement:
     agency; a confirmation file per agency and the sweep instruction. Once per date. Exit 1 on differences."""
     import asyncio
 
-    from possim.settlement.jobs import daily_list, run_treasury
+    from possim.settlement.jobs import daily_list, report_reconciled, run_treasury
 
     kind, sep, path = statement.partition("=")
     if sep and kind != "collection":
@@ -1872,9 +1875,12 @@ def fees_reconcile(db: str, business_date: str, finance_address: str, statement:
     path = path if sep else statement
     if not Path(path).is_file():
         raise click.BadParameter(f"no such file: {path}", param_hint="--file")
-    finance_list = asyncio.run(daily_list(_address(finance_address, "--finance"), business_date, fixtures_dir))
+    finance_at = _address(finance_address, "--finance")
+    finance_list = asyncio.run(daily_list(finance_at, business_date, fixtures_dir))
     result = run_treasury(db, business_date, finance_list, path, fixtures_dir, out)
-    emit(as_json, result.to_json(), _render_treasury)
+    closed = asyncio.run(report_reconciled(finance_at, result, fixtures_dir)) if result.balanced else None
+    emit(as_json, {**result.to_json(), "finance_day_closed": closed == "0000" if closed else False,
+                   "finance_result": closed}, _render_treasury)
     if not result.balanced:
         sys.exit(EXIT_ERROR)
 
@@ -1889,6 +1895,8 @@ def _render_treasury(r: dict[str, Any]) -> str:
                      f"  {'balanced' if a['balanced'] else 'DIFFERENT'}")
     lines += [f"  {d['class']} ({d['source']}): {d['detail']}" for d in r["discrepancies"]]
     lines.append(f"  sweep: {_money({cur: r['identified']})} to clearing, {_money({cur: r['unidentified']})} to suspense")
+    lines.append("  finance system: day closed (no cancel after, later confirmations on the next day)"
+                 if r["finance_day_closed"] else f"  finance system: day not closed ({r['finance_result'] or 'not balanced'})")
     lines += [f"  {name}: {path}" for name, path in r["files"].items()]
     return "\n".join(lines)
 

@@ -48,7 +48,9 @@ from possim.acquirer.settings import FeeSettings
 from possim.hsm_mock.server import HsmThread
 from possim.wire.nontax import MSG_PAYMENT_CONFIRM
 from possim.settlement.errors import SettlementError
-from possim.settlement.jobs import daily_list, run_cutover, run_make_file, run_recon, run_treasury
+from possim.settlement.jobs import (
+    daily_list, report_reconciled, run_cutover, run_make_file, run_recon, run_treasury,
+)
 from possim.terminal import Card, TcpLink, Terminal, TerminalState, load_profile, resolve_card
 from possim.terminal.batch import batch_totals
 from possim.terminal.qr_flows import collect, settle_scan
@@ -677,12 +679,14 @@ async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path
     collection = run_make_file(journal, day, "collection", "unidentified=1", DEMO_SEED, external / f"collection-{day}.csv")
     treasury = run_treasury(journal, day, await daily_list(finance, day), collection["file"],
                             out=out / "treasury" / day, clock=clock)
+    closed = await report_reconciled(finance, treasury) if treasury.balanced else "not balanced"
     agencies = treasury.summary["agencies"]
     check("fee collections three ways (journal, finance list, collection account): every agency balanced, the"
-          " unknown credit to suspense", f"balanced, {len(agencies)} agencies, 1 to suspense",
+          " unknown credit to suspense, the day closed at the finance system",
+          f"balanced, {len(agencies)} agencies, 1 to suspense, closed 0000",
           f"{treasury.summary['verdict']}, {sum(a['balanced'] for a in agencies)} agencies,"
-          f" {sum(d['class'] == 'unidentified_funds' for d in treasury.summary['discrepancies'])} to suspense",
-          treasury.to_json())
+          f" {sum(d['class'] == 'unidentified_funds' for d in treasury.summary['discrepancies'])} to suspense,"
+          f" closed {closed}", treasury.to_json())
     try:
         run_treasury(journal, day, await daily_list(finance, day), collection["file"], out=out / "treasury" / day,
                      clock=clock)

@@ -17,7 +17,8 @@ from possim.acquirer.finance_client import FinanceClient
 from possim.acquirer.registry import Registry
 from possim.acquirer.settings import HostSettings
 from possim.wire.clock import Clock, system_clock
-from possim.wire.nontax import MSG_DAILY_LIST, RESULT_OK
+from possim.wire.money import currency as find_currency
+from possim.wire.nontax import MSG_DAILY_LIST, MSG_DAY_RECONCILED, RESULT_OK, amount_text
 
 from .bank_statement import read_bank_statement
 from .errors import SettlementError
@@ -108,11 +109,25 @@ async def daily_list(finance: tuple[str, int], business_date: str, fixtures: str
     return answer.body
 
 
+async def report_reconciled(finance: tuple[str, int], result: TreasuryResult, fixtures: str | Path | None = None,
+                            clock: Clock = system_clock) -> str:
+    """Tell the finance system the day balanced (message 1006), so it closes it too: no confirmation of it can
+    be cancelled after, and later confirmations go to the next day. Returns its result code."""
+    fees = HostSettings.from_fixtures(fixtures).fees
+    summary = result.summary
+    client = FinanceClient(finance, finance_key(fixtures), clock, random.Random(), fees.finance_timeout, fees.bank_id)
+    answer = await client.exchange(MSG_DAY_RECONCILED, {
+        "date": summary["business_date"].replace("-", ""), "count": str(summary["finance_count"]),
+        "total": amount_text(summary["finance_amount"], summary["currency"]),
+        "currency": find_currency(summary["currency"]).alpha})
+    return str(answer.body.get("result", ""))
+
+
 def run_treasury(db: str | Path, business_date: str, finance_list: dict[str, Any], statement: str | Path,
                  fixtures: str | Path | None = None, out: str | Path | None = None,
                  clock: Clock = system_clock) -> TreasuryResult:
     """The day's fee collections three ways: the journal, the finance system's daily list (daily_list()), and
-    the collection account's statement."""
+    the collection account's statement; report_reconciled() then closes the day at the finance system."""
     fees = HostSettings.from_fixtures(fixtures).fees
     lines = read_bank_statement(Path(statement))
     with _store(db) as store:

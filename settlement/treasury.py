@@ -80,8 +80,8 @@ def reconcile_collections(store: SettlementStore, business_date: str, daily_list
     seen: dict[str, int] = defaultdict(int)
     credited_in_all = 0
     for line in statement:
-        if line.account != settings.collection_account or line.direction != "CR":
-            continue
+        if line.account != settings.collection_account or line.direction != "CR" or line.value_date != business_date:
+            continue  # another account's, a debit, or another day's: not this day's collections
         credited_in_all += line.amount if line.currency == cur.numeric else 0
         where = f"{statement_name} line {line.line}"
         if not line.reference or line.currency != cur.numeric:  # nothing to match it by: suspense
@@ -146,6 +146,7 @@ def reconcile_collections(store: SettlementStore, business_date: str, daily_list
         summary = {
             "business_date": business_date, "reconciled_at": at, "agencies": rows,
             "identified": identified, "unidentified": unidentified, "currency": cur.numeric,
+            "finance_count": len(finance), "finance_amount": listed,
             "discrepancies": [{"class": f.cls, "source": f.source, "key": f.key, "amount": f.amount, "detail": f.detail}
                               for f in findings],
             "verdict": "balanced" if not unexplained and all(r["balanced"] for r in rows) else "differences",

@@ -232,6 +232,21 @@ def test_no_cancel_after_the_day_is_reconciled(bank, bureau):
     assert late["confirmNo"].startswith("20250602")  # booked to the next open day
 
 
+def test_the_bank_closes_a_day_only_with_the_finance_systems_own_figures(bank, bureau):
+    bank.ask(nontax.MSG_PAYMENT_CONFIRM, confirmation())
+    wrong = bank.ask(nontax.MSG_DAY_RECONCILED, {"date": "20250601", "count": "1", "total": "201.00",
+                                                 "currency": "CNY"}).body
+    assert wrong["result"] == nontax.RESULT_AMOUNT_MISMATCH and not bureau.store.is_reconciled(NOW.date())
+    closed = bank.ask(nontax.MSG_DAY_RECONCILED, {"date": "20250601", "count": "1", "total": "200.00",
+                                                  "currency": "CNY"}).body
+    assert closed["result"] == nontax.RESULT_OK and bureau.store.is_reconciled(NOW.date())
+    again = bank.ask(nontax.MSG_DAY_RECONCILED, {"date": "20250601", "count": "1", "total": "200.00",
+                                                 "currency": "CNY"}).body
+    assert again["result"] == nontax.RESULT_DAY_RECONCILED
+    cancel = bank.ask(nontax.MSG_CONFIRM_CANCEL, {"payCode": FINE, "channelTradeNo": "T0001", "reason": ""}).body
+    assert cancel["result"] == nontax.RESULT_DAY_RECONCILED and status_of(bank) == "PAID"
+
+
 def test_the_daily_list(bank):
     bank.ask(nontax.MSG_PAYMENT_CONFIRM, confirmation())
     bank.ask(nontax.MSG_PAYMENT_CONFIRM, confirmation(LICENCE, "110.00", "T0002"))

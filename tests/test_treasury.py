@@ -475,6 +475,8 @@ def test_cli_json_is_exactly_one_object_and_the_day_balances(lab: Lab, day: Day)
     assert (result["identified"], result["agencies"]) == (day.total, agency_rows(day.paid))
     files = result.pop("files")
     assert all(Path(p).is_file() and Path(p).parent == lab.out for p in files.values())
+    assert (result.pop("finance_day_closed"), result.pop("finance_result")) == (True, "0000")  # the day closed there too
+    assert lab.bureau.store.is_reconciled(date.fromisoformat(D))
     assert json.loads(Path(files["summary_json"]).read_text(encoding="utf-8")) == result
     assert lab.recorded()[0] == [(D, result["reconciled_at"])]
 

@@ -29,6 +29,7 @@ BODIES = {
     nontax.MSG_STATUS_QUERY: {"payCode": CODE},
     nontax.MSG_DAILY_LIST: {"date": "20250601"},
     nontax.MSG_CONFIRM_CANCEL: {"payCode": CODE, "channelTradeNo": "B20250601000001", "reason": "card reversed"},
+    nontax.MSG_DAY_RECONCILED: {"date": "20250601", "count": "1", "total": "200.00", "currency": "CNY"},
     nontax.MSG_ERROR_RESPONSE: {"result": "9002", "message": "not well-formed"},
     nontax.MSG_NOTICE_QUERY_RESPONSE: {
         "result": "0000", "message": "payable", "payCode": CODE, "agencyCode": "310101001",
@@ -49,6 +50,7 @@ BODIES = {
                            "confirmTime": "20250601103000"}],
     },
     nontax.MSG_CONFIRM_CANCEL_RESPONSE: {"result": "0000", "message": "cancelled", "payCode": CODE},
+    nontax.MSG_DAY_RECONCILED_RESPONSE: {"result": "0000", "message": "day reconciled", "date": "20250601"},
 }
 
 

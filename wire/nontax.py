@@ -48,6 +48,9 @@ MSG_PAYMENT_CONFIRM = "1002"
 MSG_STATUS_QUERY = "1003"
 MSG_DAILY_LIST = "1004"
 MSG_CONFIRM_CANCEL = "1005"
+MSG_DAY_RECONCILED = "1006"
+"""The bank tells the finance system it has reconciled a day: no confirmation of it can be cancelled after,
+and later confirmations go to the next day."""
 MSG_ERROR_RESPONSE = "2000"
 """The answer to a request whose type cannot be read: result and message only."""
 MSG_NOTICE_QUERY_RESPONSE = "2001"
@@ -55,7 +58,9 @@ MSG_PAYMENT_CONFIRM_RESPONSE = "2002"
 MSG_STATUS_QUERY_RESPONSE = "2003"
 MSG_DAILY_LIST_RESPONSE = "2004"
 MSG_CONFIRM_CANCEL_RESPONSE = "2005"
-REQUEST_TYPES = (MSG_NOTICE_QUERY, MSG_PAYMENT_CONFIRM, MSG_STATUS_QUERY, MSG_DAILY_LIST, MSG_CONFIRM_CANCEL)
+MSG_DAY_RECONCILED_RESPONSE = "2006"
+REQUEST_TYPES = (MSG_NOTICE_QUERY, MSG_PAYMENT_CONFIRM, MSG_STATUS_QUERY, MSG_DAILY_LIST, MSG_CONFIRM_CANCEL,
+                 MSG_DAY_RECONCILED)
 
 RESULT_OK = "0000"
 RESULT_ALREADY_PAID = "1001"
@@ -76,7 +81,7 @@ RESULTS = {
     RESULT_NO_SUCH_NOTICE: "no such notice (or the payment code fails its check digit)",
     RESULT_NOTICE_EXPIRED: "notice expired (past its due date)",
     RESULT_NOTICE_CANCELLED: "notice cancelled by the agency",
-    RESULT_DAY_RECONCILED: "cannot cancel: the day is already reconciled",
+    RESULT_DAY_RECONCILED: "the day is already reconciled (cannot cancel; cannot reconcile twice)",
     RESULT_NOTHING_TO_CANCEL: "nothing to cancel: no such confirmation of this notice",
     RESULT_TRADE_NO_USED: "channel trade number already used by another confirmation",
     RESULT_MAC_ERROR: "MAC missing or wrong",
@@ -168,6 +173,8 @@ LAYOUTS: dict[str, tuple[Element, ...]] = {
     MSG_STATUS_QUERY: (Element("payCode", "digits"),),
     MSG_DAILY_LIST: (Element("date", "date"),),
     MSG_CONFIRM_CANCEL: (Element("payCode", "digits"), Element("channelTradeNo", "token"), Element("reason", "note")),
+    MSG_DAY_RECONCILED: (Element("date", "date"), Element("count", "count"), Element("total", "amount"),
+                         Element("currency", "currency")),
     MSG_ERROR_RESPONSE: (_RESULT, _MESSAGE),
     MSG_NOTICE_QUERY_RESPONSE: (
         _RESULT, _MESSAGE, Element("payCode", "digits"),
@@ -190,6 +197,7 @@ LAYOUTS: dict[str, tuple[Element, ...]] = {
         Element("total", "amount", WHEN_OK), Element("currency", "currency", WHEN_OK),
         Element("confirmations", "list", WHEN_OK, "confirmation", _CONFIRMATION),
     ),
+    MSG_DAY_RECONCILED_RESPONSE: (_RESULT, _NOTE, Element("date", "date")),
     MSG_CONFIRM_CANCEL_RESPONSE: (
         _RESULT, _MESSAGE, Element("payCode", "digits"), Element("channelTradeNo", "token", OPTIONAL),
     ),

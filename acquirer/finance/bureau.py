@@ -37,6 +37,7 @@ from possim.wire.nontax import NontaxError, NontaxMessage
 
 from .notices import (
     AlreadyPaid,
+    AlreadyReconciled,
     AmountMismatch,
     Confirmation,
     DayReconciled,
@@ -72,6 +73,7 @@ _ECHO = {
     nontax.MSG_STATUS_QUERY_RESPONSE: ("payCode",),
     nontax.MSG_DAILY_LIST_RESPONSE: ("date",),
     nontax.MSG_CONFIRM_CANCEL_RESPONSE: ("payCode", "channelTradeNo"),
+    nontax.MSG_DAY_RECONCILED_RESPONSE: ("date",),
 }
 """The request elements each response repeats, so a refusal still says what it refuses."""
 
@@ -274,6 +276,7 @@ class FinanceBureau:
             nontax.MSG_STATUS_QUERY: self._status_query,
             nontax.MSG_DAILY_LIST: self._daily_list,
             nontax.MSG_CONFIRM_CANCEL: self._cancel,
+            nontax.MSG_DAY_RECONCILED: self._day_reconciled,
         }[request.msg_type]
         return handler(request.body)
 
@@ -341,6 +344,22 @@ class FinanceBureau:
             "currency": currency(money).alpha,
             "confirmations": [_listed(c) for c in confirmations],
         }
+
+    def _day_reconciled(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The bank reconciled the day: close it here too — but only when the bank's figures are ours."""
+        day = nontax.parse_date(body["date"], "body/date")
+        confirmations = self.store.daily_confirmations(day)
+        total = sum(c.amount for c in confirmations)
+        theirs = nontax.parse_amount(body["total"], currency(self.store.currency).alpha, "body/total")
+        if int(body["count"]) != len(confirmations) or theirs != total:
+            return {"result": nontax.RESULT_AMOUNT_MISMATCH, "date": body["date"],
+                    "message": f"our {len(confirmations)} confirmations of {body['date']} total"
+                               f" {nontax.amount_text(total, self.store.currency)}, not {body['count']} for {body['total']}"}
+        try:
+            self.store.mark_reconciled(day)
+        except AlreadyReconciled:
+            return {"result": nontax.RESULT_DAY_RECONCILED, "date": body["date"], "message": "reconciled already"}
+        return {"result": nontax.RESULT_OK, "date": body["date"], "message": "day reconciled"}
 
     def _cancel(self, body: dict[str, Any]) -> dict[str, Any]:
         code, trade = body["payCode"], body["channelTradeNo"]
