@@ -215,9 +215,6 @@ class SettlementStore:
         self._db.execute("INSERT INTO settlement_days (business_date, cutover_at, summary) VALUES (?, ?, ?)",
                          (business_date, at, json.dumps(summary, sort_keys=True)))
 
-    def cut_dates(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT business_date FROM settlement_days ORDER BY business_date")]
-
     # ---- rows ----
 
     def rows_to_settle(self, business_date: str) -> Iterator[tuple[Any, ...]]:
