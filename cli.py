@@ -766,18 +766,15 @@ def pos_qr_order(amount: str, png_path: str | None, screen: bool, wait: float, p
 
     async def act(terminal: Any) -> Any:
         order = await terminal.qr_order(_minor(terminal, amount))
-        extras: dict[str, Any] = {"png": None}
-        if order.payload is not None:
-            if png_path:
-                cur = currency(terminal.profile.currency)
-                image = terminal_screen_png(
-                    order.payload, amount=f"{format_major(order.amount, cur)} {cur.alpha}",
-                    merchant=_merchant_name(terminal.profile, fixtures_dir),
-                ) if screen else qr_png(order.payload)
-                Path(png_path).write_bytes(image)
-                extras["png"] = str(Path(png_path).resolve())
-            if not as_json:
-                click.echo(_render_qr_code(order.payload, extras["png"]))
+
+        def image(payload: str) -> bytes:
+            if not screen:
+                return qr_png(payload)
+            cur = currency(terminal.profile.currency)
+            return terminal_screen_png(payload, amount=f"{format_major(order.amount, cur)} {cur.alpha}",
+                                       merchant=_merchant_name(terminal.profile, fixtures_dir))
+
+        extras = _show_order(order, png_path, as_json, image)
         final = order
         if wait > 0 and order.order_no is not None and order.response_code == "00":
             final = await collect(terminal, order, wait, poll, progress=_qr_progress)
@@ -833,13 +830,7 @@ def pos_fee_qr(pay_code: str, png_path: str | None, wait: float, poll: float, **
         if not looked_up.approved or not looked_up.notice:
             return _Shown(looked_up, {"png": None})
         order = await terminal.fee_qr_order(pay_code, looked_up.notice["amount_due"])
-        extras: dict[str, Any] = {"png": None}
-        if order.payload is not None:
-            if png_path:
-                Path(png_path).write_bytes(qr_png(order.payload))
-                extras["png"] = str(Path(png_path).resolve())
-            if not as_json:
-                click.echo(_render_qr_code(order.payload, extras["png"]))
+        extras = _show_order(order, png_path, as_json, qr_png)
         final = order
         if wait > 0 and order.order_no is not None and order.response_code == "00":
             final = await collect_fee(terminal, order, wait, poll, progress=_qr_progress)
@@ -855,6 +846,19 @@ def _render_fee_qr(r: dict[str, Any]) -> str:
         lines.append(f"  notice {notice.get('pay_code')}: {str(notice.get('notice_status', '')).lower()}"
                      + (f", confirmed {notice['confirm_no']}" if notice.get("confirm_no") else ""))
     return "\n".join(lines)
+
+
+def _show_order(order: Any, png_path: str | None, as_json: bool, image: Callable[[str], bytes]) -> dict[str, Any]:
+    """Show an order's code as the terminal's screen would: its PNG when asked, the payload as text unless the
+    output is JSON; returns what the command adds to its JSON."""
+    extras: dict[str, Any] = {"png": None}
+    if order.payload is not None:
+        if png_path:
+            Path(png_path).write_bytes(image(order.payload))
+            extras["png"] = str(Path(png_path).resolve())
+        if not as_json:
+            click.echo(_render_qr_code(order.payload, extras["png"]))
+    return extras
 
 
 def order_option(command: Callable[..., Any]) -> Callable[..., Any]:

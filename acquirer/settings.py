@@ -54,10 +54,10 @@ class HostSettings:
     def from_fixtures(cls, folder: str | Path | None = None) -> HostSettings:
         source = fixture_path(SETTINGS_FILE, folder)
         data = load_fixture(SETTINGS_FILE, folder)
-        preauth = _section(data, "preauth", source)
-        qr = _section(data, "qr", source)
-        settlement = _section(data, "settlement", source)
-        fees = _section(data, "fees", source)
+        preauth = section(data, "preauth", source)
+        qr = section(data, "qr", source)
+        settlement = section(data, "settlement", source)
+        fees = section(data, "fees", source)
         backoff_fees = fees.get("cancel_backoff_seconds", list(FeeSettings.cancel_backoff))
         if not isinstance(backoff_fees, list) or not backoff_fees or not all(_is_whole(v) and v > 0 for v in backoff_fees):
             raise FixtureError(f"{source}: fees.cancel_backoff_seconds must be a list of whole seconds > 0")
@@ -65,19 +65,19 @@ class HostSettings:
         if not isinstance(backoff, list) or not backoff or not all(_is_whole(v) and v > 0 for v in backoff):
             raise FixtureError(f"{source}: qr.notify_backoff_seconds must be a list of whole seconds > 0")
         return cls(
-            timedelta(days=_whole(preauth, "preauth.hold_days", 7, source)),
-            _whole(preauth, "preauth.completion_tolerance_percent", 15, source),
+            timedelta(days=whole(preauth, "preauth.hold_days", 7, source)),
+            whole(preauth, "preauth.completion_tolerance_percent", 15, source),
             QrSettings(
-                order_expiry=timedelta(seconds=_whole(qr, "qr.order_expiry_seconds", 300, source, least=1)),
-                paying_timeout=timedelta(seconds=_whole(qr, "qr.paying_timeout_seconds", 60, source, least=1)),
+                order_expiry=timedelta(seconds=whole(qr, "qr.order_expiry_seconds", 300, source, least=1)),
+                paying_timeout=timedelta(seconds=whole(qr, "qr.paying_timeout_seconds", 60, source, least=1)),
                 notify_backoff=tuple(backoff),
-                notify_max_attempts=_whole(qr, "qr.notify_max_attempts", 24, source, least=1),
-                notify_timeout=float(_whole(qr, "qr.notify_timeout_seconds", 5, source, least=1)),
+                notify_max_attempts=whole(qr, "qr.notify_max_attempts", 24, source, least=1),
+                notify_timeout=float(whole(qr, "qr.notify_timeout_seconds", 5, source, least=1)),
             ),
             cutover_time=parse_time_of_day(settlement.get("cutover_time", "00:00"), f"{source}: settlement.cutover_time"),
             fees=FeeSettings(
-                finance_timeout=float(_whole(fees, "fees.finance_timeout_seconds", 3, source, least=1)),
-                confirm_attempts=_whole(fees, "fees.confirm_attempts", 3, source, least=1),
+                finance_timeout=float(whole(fees, "fees.finance_timeout_seconds", 3, source, least=1)),
+                confirm_attempts=whole(fees, "fees.confirm_attempts", 3, source, least=1),
                 cancel_backoff=tuple(backoff_fees),
                 bank_id=str(fees.get("bank_id", FeeSettings.bank_id)),
                 collection_account=str(fees.get("collection_account", FeeSettings.collection_account)),
@@ -87,7 +87,8 @@ class HostSettings:
         )
 
 
-def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
+def section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
+    """host.yaml's `name:` mapping (empty when absent); settlement reads its own sections with it too."""
     section = data.get(name) or {}
     if not isinstance(section, dict):
         raise FixtureError(f"{source}: `{name}` must be a mapping")
@@ -98,7 +99,7 @@ def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _whole(entry: dict[str, Any], key: str, default: int, source: Path, least: int = 0) -> int:
+def whole(entry: dict[str, Any], key: str, default: int, source: Path, least: int = 0) -> int:
     value = entry.get(key.split(".")[-1], default)
     if not _is_whole(value) or value < least:
         raise FixtureError(f"{source}: {key} must be a whole number ≥ {least}, got {value!r}")

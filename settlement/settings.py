@@ -7,7 +7,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 
-from possim.acquirer.settings import SETTINGS_FILE, HostSettings
+from possim.acquirer.settings import SETTINGS_FILE, HostSettings, section, whole
 from possim.fixtures import FixtureError, fixture_path, load_fixture
 
 KEY_COLUMNS = ("rrn", "terminal_id", "stan", "merchant_id", "auth_code", "reference")
@@ -36,23 +36,23 @@ class ReconSettings:
 def load_settings(folder: str | Path | None = None) -> tuple[SettlementSettings, ReconSettings]:
     source = fixture_path(SETTINGS_FILE, folder)
     data = load_fixture(SETTINGS_FILE, folder)
-    settle = _section(data, "settlement", source)
-    recon = _section(data, "reconciliation", source)
+    settle = section(data, "settlement", source)
+    recon = section(data, "reconciliation", source)
     keys = recon.get("match_keys", {"clearing": ["rrn", "terminal_id"]})
     if not isinstance(keys, dict):
         raise FixtureError(f"{source}: reconciliation.match_keys must map a file kind to a list of columns")
     return (
         SettlementSettings(
             cutover_time=HostSettings.from_fixtures(folder).cutover_time,
-            value_days=_whole(settle, "value_days", 1, source, "settlement"),
+            value_days=whole(settle, "settlement.value_days", 1, source),
             acquirer_id=str(settle.get("acquirer_id", SettlementSettings.acquirer_id)),
             settlement_account=str(settle.get("settlement_account", SettlementSettings.settlement_account)),
         ),
         ReconSettings(
             match_keys={kind: parse_key(columns, f"{source}: reconciliation.match_keys.{kind}")
                         for kind, columns in keys.items()},
-            tolerance=_whole(recon, "tolerance", 0, source, "reconciliation"),
-            suspense_days=_whole(recon, "suspense_days", 3, source, "reconciliation"),
+            tolerance=whole(recon, "reconciliation.tolerance", 0, source),
+            suspense_days=whole(recon, "reconciliation.suspense_days", 3, source),
         ),
     )
 
@@ -68,16 +68,3 @@ def parse_key(columns: Any, where: str) -> tuple[str, ...]:
             raise FixtureError(f"{where}: {column!r} is not a key column ({', '.join(KEY_COLUMNS)})")
     return tuple(columns)
 
-
-def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
-    section = data.get(name) or {}
-    if not isinstance(section, dict):
-        raise FixtureError(f"{source}: `{name}` must be a mapping")
-    return section
-
-
-def _whole(entry: dict[str, Any], key: str, default: int, source: Path, section: str) -> int:
-    value = entry.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise FixtureError(f"{source}: {section}.{key} must be a whole number ≥ 0, got {value!r}")
-    return value
