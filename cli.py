@@ -963,47 +963,9 @@ def pos_status(tid: str | None, state_path: str | None, fixtures_dir: str | None
 
 
 def _status(profile: Any, state: Any, path: Path) -> dict[str, Any]:
-    from possim.terminal.batch import batch_totals
-    from possim.terminal.messages import OPEN_ORDER
+    from possim.terminal.status import terminal_status
 
-    batch = state.open_batch()
-    owed = state.pending_reversal()
-    totals = batch_totals(profile.load_dialect(), batch).combined
-    progress = state.close_progress()
-    return {
-        "tid": profile.tid,
-        "state": str(path.resolve()),
-        "last_stan": f"{state.last_stan:06d}",
-        "batch_number": f"{state.batch_number:06d}",
-        "signed_on": state.signed_on_date.isoformat() if state.signed_on_date else None,
-        "open_batch": {
-            "count": len(batch),
-            "currency": profile.currency,
-            "debit_count": totals.debit_count, "debit_amount": totals.debit_amount,
-            "credit_count": totals.credit_count, "credit_amount": totals.credit_amount,
-            "transactions": [
-                {"kind": e.kind, "stan": e.stan, "rrn": e.rrn, "auth_code": e.auth_code, "amount": e.amount,
-                 "currency": e.currency, "masked_pan": e.masked_pan, "time": e.time.isoformat(), "voided": e.voided,
-                 "order_no": e.order_no}
-                for e in batch
-            ],
-        },
-        "open_qr_orders": [
-            {"order_no": o.order_no, "kind": o.kind, "stan": o.stan, "amount": o.amount, "currency": o.currency,
-             "status": o.status}
-            for o in state.qr_orders(OPEN_ORDER)
-        ],
-        "pending_reversal": None if owed is None else {
-            "original_stan": owed.original_stan, "reason": owed.reason, "attempts": owed.attempts,
-            "amount": int(owed.original[4]) if 4 in owed.original else None, "masked_pan": owed.masked_pan,
-        },
-        "queued_advices": [
-            {"kind": a.kind, "stan": a.message.get(11), "attempts": a.attempts, "masked_pan": a.masked_pan,
-             "amount": int(a.message[4]) if 4 in a.message else None}
-            for a in state.queued_advices()
-        ],
-        "batch_close_in_progress": progress.phase,
-    }
+    return terminal_status(profile, state, path)
 
 
 def _render_status(r: dict[str, Any]) -> str:
@@ -1940,6 +1902,102 @@ def fees_finance_serve(listen: str, db: str, faults_file: str | None, fixtures_d
         bureau.store.close()
 
 
+# --- record ------------------------------------------------------------------
+
+
+@cli.command("record")
+@click.option("--listen", required=True, help="Where terminals connect, HOST:PORT (port 0: any free port).")
+@click.option("--forward", required=True, help="The host every frame goes on to, HOST:PORT.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The scenario YAML to write when the recording stops.")
+@dialect_option
+@click.option("--name", "name", help="The scenario's name (default: the output file's name without .yaml).")
+@click.option("--raw", "raw_path", type=click.Path(dir_okay=False), help="Also write the frames as a .hex file (card data redacted) for `possim replay FILE.hex`.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many exchanges (default: at Ctrl-C or SIGTERM).")
+@click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True), help="Folder of fixture YAML overriding the built-ins (cards.yaml names the recorded cards).")
+@json_option
+def record_command(listen: str, forward: str, output: str, dialect: str, name: str | None, raw_path: str | None,
+                   count: int | None, fixtures_dir: str | None, as_json: bool) -> None:
+    """Record a terminal <-> host session through a proxy and write it as a scenario (docs/replay.md).
+
+    Every exchange is shown on stderr as it passes (card masked); Ctrl-C,
+    SIGTERM or --count ends the recording and writes the file.
+    """
+    import asyncio
+    import signal
+
+    from possim.terminal.replay.record import exchange_line, session_scenario
+    from possim.wire.proxy import Exchange, FrameProxy
+
+    upstream = _address(forward, "--forward")
+    listen_at = _address(listen, "--listen")
+    _parent_exists(output, "-o")
+    _parent_exists(raw_path, "--raw")
+    write_hex = None
+    if raw_path is not None:
+        try:
+            from possim.terminal.replay.raw import write_hex
+        except ImportError:
+            raise CommandError("--raw: this possim cannot write .hex files (terminal/replay/raw.py is missing)") from None
+    d = load_dialect(dialect)
+    _log_to_stderr("warning")
+    exchanges: list[Exchange] = []
+
+    async def run() -> None:
+        proxy: FrameProxy
+
+        def seen(exchange: Exchange) -> None:
+            exchanges.append(exchange)
+            click.echo(exchange_line(exchange, d), err=True)
+            if count is not None and len(exchanges) == count:
+                asyncio.ensure_future(proxy.stop())
+
+        proxy = FrameProxy(upstream, d.framing, on_exchange=seen)
+        try:
+            bound = await proxy.start(*listen_at)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {listen}: {_one_line(exc)} (--listen 127.0.0.1:0 takes any free port)") from None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(proxy.stop()))
+        click.echo(f"possim record: listening on {bound[0]}:{bound[1]}, forwarding to {forward} ({d.name}); "
+                   f"Ctrl-C writes {output}", err=True)
+        await proxy.serve_forever()
+
+    asyncio.run(run())
+    result: dict[str, Any] = {"exchanges": len(exchanges), "steps": 0, "warnings": [], "file": None, "raw": None}
+    if exchanges:
+        import yaml
+
+        text, warnings = session_scenario(exchanges, d, name=name or Path(output).stem,
+                                          fixtures_dir=Path(fixtures_dir) if fixtures_dir else None)
+        _write_replacing(Path(output), lambda path: path.write_text(text, encoding="utf-8"))
+        if write_hex is not None and raw_path is not None:
+            write_hex(Path(raw_path), [(e.request, e.response) for e in exchanges], d, f"possim record --forward {forward}")
+            result["raw"] = str(Path(raw_path).resolve())
+        result.update(steps=len(yaml.safe_load(text)["steps"]), warnings=warnings, file=str(Path(output).resolve()))
+    emit(as_json, result, _render_record)
+
+
+def _write_replacing(path: Path, write: Callable[[Path], None]) -> None:
+    """Write under a temporary name beside `path`, then rename: an interrupted write never leaves half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _render_record(r: dict[str, Any]) -> str:
+    if r["file"] is None:
+        return "nothing recorded: no exchange passed, no file written"
+    lines = [f"recorded {r['exchanges']} exchange(s) as {r['steps']} step(s): {r['file']}"]
+    if r["raw"]:
+        lines.append(f"frames: {r['raw']}")
+    lines += [f"warning: {w}" for w in r["warnings"]]
+    return "\n".join(lines)
+
+
 # --- demo --------------------------------------------------------------------
 
 
@@ -1989,6 +2047,123 @@ def _render_demo(r: dict[str, Any]) -> str:
     failed = [s for s in r["steps"] if not s["ok"]]
     lines += ["", "All steps answered as expected." if not failed else f"{len(failed)} step(s) did not answer as expected."]
     return "\n".join(lines)
+
+
+# --- replay ------------------------------------------------------------------
+
+
+@cli.command("replay")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--host", "host_address", help="Replay against the host at HOST:PORT.")
+@click.option("--embedded", is_flag=True, help="Replay against a fresh host in this process for every scenario (its own HSM, finance bureau, HTTP API and journal).")
+@click.option("--dialect", default="cup", show_default=True, help="Dialect of scenarios that name none, and of .hex files: built-in name or YAML file.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Also write a JUnit XML report to this file.")
+@click.option("-k", "expr", metavar="EXPR", help="Select scenarios by name or tag: words, and, or, not, parentheses (\"purchase and not qr\").")
+@click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True, help="Scenarios run at a time (against --host, never two with the same terminal ID).")
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="With --host: that host's journal file, for journal checks.")
+@click.option("--http", "http_url", metavar="URL", help="With --host: the base URL of its HTTP API (http://HOST:PORT), for wallet_pay steps.")
+@click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Folder of fixture YAML overriding the built-ins (cards, terminals, wallets; the embedded host's too).")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Append the redacted trace of every exchange to this file.")
+@click.option("--ignore", metavar="LIST", help="For .hex files: fields left out of the comparison, e.g. 7,11,37 (default: 7,11,12,13,15,37,38,64,128).")
+@click.option("--schema", "show_schema", is_flag=True, help="Print the JSON Schema of the scenario format and exit.")
+@json_option
+def replay(paths: tuple[Path, ...], host_address: str | None, embedded: bool, dialect: str, junit_path: str | None,
+           expr: str | None, parallel: int, journal_path: Path | None, http_url: str | None, fixtures_dir: Path | None,
+           trace_path: str | None, ignore: str | None, show_schema: bool, as_json: bool) -> None:
+    """Run scenarios (YAML files, or folders of them) and replay raw frames (.hex files) against a host.
+
+    Every scenario is read and checked before anything is sent. Progress goes
+    to stderr, the summary to stdout. Exit 0 when every case passed, 1 when
+    one failed or could not run (docs/replay.md).
+    """
+    import asyncio
+    import dataclasses
+    import logging
+    import tempfile
+    import time
+    from contextlib import nullcontext
+
+    from possim.terminal.replay.raw import DEFAULT_IGNORE, read_hex
+    from possim.terminal.replay.scenario import load_scenarios, schema
+    from possim.terminal.replay.selection import select
+    from possim.terminal.replay.suite import check_needs, run_raw, run_suite
+
+    if show_schema:
+        click.echo(json.dumps(schema(), indent=2, ensure_ascii=False))
+        return
+    if not paths:
+        raise click.UsageError("give scenario files or folders, or .hex files, to replay")
+    if embedded == (host_address is not None):
+        raise click.UsageError("give exactly one of --host HOST:PORT and --embedded")
+    if embedded and (journal_path or http_url):
+        raise click.UsageError("--journal and --http describe an external host: they go with --host")
+    address = _address(host_address, "--host") if host_address is not None else None
+    if http_url is not None and not http_url.startswith(("http://", "https://")):
+        raise CommandError(f"--http {http_url!r} must be a URL, e.g. http://127.0.0.1:8080")
+    ignored = _field_list(ignore, "--ignore") if ignore is not None else DEFAULT_IGNORE
+    _parent_exists(junit_path, "--junit")
+    _parent_exists(trace_path, "--trace")
+    raw_dialect = load_dialect(dialect)  # a bad dialect fails before anything is read or sent
+    hex_files = [(p, read_hex(p)) for p in paths if p.suffix == ".hex"]
+    scenario_paths = [p for p in paths if p.suffix != ".hex"]
+    loaded = load_scenarios(scenario_paths, fixtures_dir=fixtures_dir, default_dialect=dialect) if scenario_paths else []
+    try:
+        scenarios = [s if s.dialect else dataclasses.replace(s, dialect=dialect) for s in select(loaded, expr)]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if loaded and not scenarios and not hex_files:
+        raise CommandError(f"-k {expr!r} selects none of the {len(loaded)} scenarios")
+    if not embedded:
+        check_needs(scenarios, journal=journal_path is not None, http=http_url is not None)
+    from possim.lab import embedded_source, embedded_target, external_target
+
+    external = external_target(address, http=http_url, journal=journal_path) if address is not None else None
+    logging.getLogger("possim").setLevel(logging.ERROR)  # a scenario's faults make the hosts warn by design
+    total = len(scenarios) + len(hex_files)
+
+    def show(verdict: str, name: str, seconds: float, number: int) -> None:
+        if not as_json:
+            mark = {"passed": "PASS", "failed": "FAIL"}.get(verdict, "ERROR")
+            click.echo(f"[{number}/{total}] {mark} {name} ({round(seconds * 1000)} ms)", err=True)
+
+    async def run(work: Path, trace: Callable[[str], None] | None) -> Any:
+        source = embedded_source(dialect, workdir=work / "hosts", fixtures_dir=fixtures_dir) if external is None \
+            else lambda _: nullcontext(external)  # one host for every scenario
+        result = await run_suite(scenarios, source, parallel=parallel, workdir=work / "terminals",
+                                 fixtures_dir=fixtures_dir, external=external is not None, trace=trace,
+                                 progress=lambda case, n, _: show(case.verdict, case.scenario.name, case.duration, n))
+        if hex_files:
+            began = time.perf_counter()
+            host = nullcontext(external) if external is not None else \
+                embedded_target(dialect, workdir=work / "raw-host", fixtures_dir=fixtures_dir)
+            async with host as raw_target:
+                result.raw = await run_raw(
+                    hex_files, raw_target.iso, raw_dialect, ignore=ignored, fixtures_dir=fixtures_dir,
+                    progress=lambda case, n, _: show(case.verdict, case.name, case.duration, len(scenarios) + n))
+            result.duration += time.perf_counter() - began
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="possim-replay-") as work, \
+            (open(trace_path, "a", encoding="utf-8") if trace_path else nullcontext()) as trace_file:
+        result = asyncio.run(run(Path(work), trace_file.write if trace_file else None))
+    if junit_path is not None:
+        from possim.terminal.replay.junit import write_junit
+
+        write_junit(result, Path(junit_path))
+    emit(as_json, result.to_json(), lambda _: result.render())
+    if not result.ok:
+        sys.exit(EXIT_ERROR)
+
+
+def _field_list(text: str, option: str) -> frozenset[int]:
+    """`7,11,37` → the field numbers; one readable error for anything else."""
+    try:
+        numbers = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of field numbers like 7,11,37", param_hint=option) from None
+    if not numbers or not all(2 <= n <= 128 for n in numbers):
+        raise click.BadParameter(f"{text!r}: field numbers run from 2 to 128", param_hint=option)
+    return numbers
 
 
 # --- wallet ------------------------------------------------------------------

@@ -26,7 +26,6 @@ import base64
 import dataclasses
 import json
 import logging
-import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,18 +33,11 @@ from typing import Any, Awaitable, Callable, TextIO
 
 from aiohttp import web
 
-from possim.acquirer.core import build_host
 from possim.acquirer.partners import Partners
 from possim.acquirer.journal import FeePayment, Journal
 from possim.acquirer.serial_server import SerialHostServer
-from possim.acquirer.server import HostServer
-from possim.hsm_mock.client import TcpHsm
-from possim.hsm_mock.device import Hsm
-from possim.acquirer.fee_desk import finance_key
-from possim.acquirer.finance.bureau import FinanceBureau, open_bureau
-from possim.acquirer.finance.server import FinanceThread
-from possim.acquirer.settings import FeeSettings
-from possim.hsm_mock.server import HsmThread
+from possim.lab import LabHost, lab_host
+from possim.acquirer.finance.bureau import FinanceBureau
 from possim.wire.nontax import MSG_PAYMENT_CONFIRM
 from possim.settlement.errors import SettlementError
 from possim.settlement.jobs import (
@@ -69,8 +61,6 @@ from possim.wire.qr_image import qr_png, read_qr_png, terminal_screen_png
 from possim.wire.signed_http import SignedClient
 
 DEMO_SEED = 20261203
-DEMO_FEE_SETTINGS = FeeSettings(finance_timeout=0.5, confirm_attempts=2, cancel_backoff=(1,))
-"""Short waits, so the demo's finance faults resolve in seconds."""
 FEE_NOTICES = {"fine": "31010157462740291971", "licence": "31010156080501553255", "tuition": "31010195281670669848",
                "fee4": "31010120407659736338", "expired": "31010139944550089291"}
 """Sample notices of fixtures/finance.yaml."""
@@ -177,53 +167,43 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
         "host_log": out / "host.log",
     }
     log_handler = _log_to(files["host_log"])
-    hsm_thread = HsmThread(Hsm(rng=random.Random(DEMO_SEED)))
-    hsm_address = hsm_thread.start("127.0.0.1", 0)
-    core = build_host(dialect, files["journal"], clock=clock, rng=random.Random(DEMO_SEED), hsm=TcpHsm(*hsm_address))
-    finance = FinanceThread(open_bureau(out / "finance.sqlite", clock=clock, rng=random.Random(DEMO_SEED)))
-    core.fees.settings = DEMO_FEE_SETTINGS
-    finance_at = finance.start("127.0.0.1", 0)
-    core.fees.connect(finance_at, finance_key())
-    server = HostServer(core, trace=files["host_trace"], http=("127.0.0.1", 0), partners=Partners.from_fixtures())
-    address = await server.start("127.0.0.1", 0)
-    assert server.http_address is not None
     partner_site = _PartnerSite()
-    await partner_site.start()
-    cable = PtyPair()
-    host_port, terminal_port = cable.start()
-    serial_host = SerialHostServer(core, host_port, SERIAL_PROFILE)
-    await serial_host.start()
-    report = DemoReport(out=out, host=f"{address[0]}:{address[1]}", dialect=core.dialect.name)
-    report.http = f"{server.http_address[0]}:{server.http_address[1]}"
-    report.hsm = f"{hsm_address[0]}:{hsm_address[1]}"
-    report.serial = {"host": host_port, "terminal": terminal_port, "link_profile": SERIAL_PROFILE.name}
     trace_file = files["terminal_trace"].open("a", encoding="utf-8")
     terminals: list[Terminal] = []
     try:
-        for tid in ("10000001", "10000002", "10000003"):
-            profile = load_profile(tid, dialect=dialect, host=report.host, timeout=TERMINAL_TIMEOUT)
-            state_path = out / "terminals" / f"{tid}.sqlite"
-            files[f"terminal_{tid}"] = state_path
-            link = SerialLink(terminal_port, SERIAL_PROFILE, profile.framing) if tid == SERIAL_TERMINAL \
-                else TcpLink(*address, profile.framing)
-            terminals.append(Terminal(profile, link, TerminalState(tid, state_path), clock=clock, trace=_writer(trace_file)))
-        qr = _QrDay(report, out / "qr", partner_site, clock)
-        await _business_day(report, terminals, address, qr)
-        files.update({f"qr_{path.stem}": path for path in sorted((out / "qr").glob("*.png"))})
-        files["finance"] = await _fee_day(report, terminals[1], finance, files["journal"], qr)
-        files.update(await _settlement_days(report, terminals[1], files["journal"], out, core.calendar.date_of(clock()),
-                                            finance_at, clock))
+        async with lab_host(dialect, out, clock=clock, seed=DEMO_SEED, trace=files["host_trace"]) as lab:
+            core, address = lab.core, lab.address
+            await partner_site.start()
+            cable = PtyPair()
+            host_port, terminal_port = cable.start()
+            serial_host = SerialHostServer(core, host_port, SERIAL_PROFILE)
+            await serial_host.start()
+            report = DemoReport(out=out, host=f"{address[0]}:{address[1]}", dialect=core.dialect.name)
+            report.http = f"{lab.http_address[0]}:{lab.http_address[1]}"
+            report.hsm = f"{lab.hsm_address[0]}:{lab.hsm_address[1]}"
+            report.serial = {"host": host_port, "terminal": terminal_port, "link_profile": SERIAL_PROFILE.name}
+            try:
+                for tid in ("10000001", "10000002", "10000003"):
+                    profile = load_profile(tid, dialect=dialect, host=report.host, timeout=TERMINAL_TIMEOUT)
+                    state_path = out / "terminals" / f"{tid}.sqlite"
+                    files[f"terminal_{tid}"] = state_path
+                    link = SerialLink(terminal_port, SERIAL_PROFILE, profile.framing) if tid == SERIAL_TERMINAL \
+                        else TcpLink(*address, profile.framing)
+                    terminals.append(Terminal(profile, link, TerminalState(tid, state_path), clock=clock,
+                                              trace=_writer(trace_file)))
+                qr = _QrDay(report, out / "qr", partner_site, clock)
+                await _business_day(report, terminals, address, qr)
+                files.update({f"qr_{path.stem}": path for path in sorted((out / "qr").glob("*.png"))})
+                files["finance"] = await _fee_day(report, terminals[1], lab, files["journal"], qr)
+                files.update(await _settlement_days(report, terminals[1], files["journal"], out,
+                                                    core.calendar.date_of(clock()), lab.finance_address, clock))
+            finally:
+                for t in terminals:
+                    await t.link.close()
+                await serial_host.stop()
+                cable.stop()
     finally:
-        for t in terminals:
-            await t.link.close()
-        await serial_host.stop()
-        cable.stop()
-        await server.stop()
         await partner_site.stop()
-        core.close()
-        finance.stop()
-        finance.bureau.store.close()
-        hsm_thread.stop()
         trace_file.close()
         _stop_logging(log_handler)
     report.journal = _journal_summary(files["journal"])
@@ -569,11 +549,11 @@ async def _late(terminal: Terminal, card: Card) -> dict[str, Any]:
     return result
 
 
-async def _fee_day(report: DemoReport, counter: Terminal, finance: FinanceThread, journal: Path, qr: _QrDay) -> Path:
+async def _fee_day(report: DemoReport, counter: Terminal, lab: LabHost, journal: Path, qr: _QrDay) -> Path:
     """Government fees at the cashier's terminal: notices looked up and paid by card, every refusal, a
     confirmation the finance system answers late (retried, confirmed once) and one it never answers (the card
     payment reversed, the notice left unpaid). Each outcome is read back from the finance system's own store."""
-    bureau: FinanceBureau = finance.bureau
+    bureau: FinanceBureau = lab.finance.bureau
     cashier = Terminal(dataclasses.replace(counter.profile, timeout=5.0), counter.link, counter.state,
                        clock=counter.clock)  # the terminal waits for the finance round trips
     card = resolve_card("approve2")
@@ -605,7 +585,7 @@ async def _fee_day(report: DemoReport, counter: Terminal, finance: FinanceThread
     check("finance answers the confirmation too late: sent again, confirmed once (finance: already paid by it)",
           "00 paid, 2 attempts", f"{late.response_code} {at_finance('licence')}, {fee.attempts if fee else 0} attempts",
           late.to_json())
-    bureau.faults.add(MSG_PAYMENT_CONFIRM, "drop", times=DEMO_FEE_SETTINGS.confirm_attempts)
+    bureau.faults.add(MSG_PAYMENT_CONFIRM, "drop", times=lab.core.fees.settings.confirm_attempts)
     tuition = await cashier.fee_query(FEE_NOTICES["tuition"])
     lost = await cashier.fee_payment(FEE_NOTICES["tuition"], (tuition.notice or {}).get("amount_due", 0), card)
     for _ in range(30):  # the cancellation goes out in the background

@@ -912,8 +912,31 @@ class Journal:
     def notifications(self) -> list[Notification]:
         return [Notification(**dict(r)) for r in self._db.execute("SELECT * FROM notifications ORDER BY created_at")]
 
+    def rows(self, where: dict[str, str]) -> list[dict[str, object]]:
+        """Transaction rows whose columns equal `where`, oldest first, column → value (replay's journal checks)."""
+        return transaction_rows(self._db, where)
+
     def _transaction(self) -> _Atomic | _BatchWrite:
         return _Atomic(self._db) if self._batch is None else _BatchWrite(self._batch, self._db)
+
+
+def transaction_rows(db: sqlite3.Connection, where: dict[str, str]) -> list[dict[str, object]]:
+    """Rows of `transactions` in `db` whose columns equal `where`, oldest first, as column → value.
+
+    A function over a connection, so a reader of another process's journal can use a read-only connection.
+    Column names are checked against the table (they become part of the statement); an unknown one raises
+    ValueError naming it and the valid ones. Values are parameters: SQLite compares '1250' with an INTEGER
+    column as the number.
+    """
+    columns = [row[1] for row in db.execute("PRAGMA table_info(transactions)")]
+    unknown = sorted(set(where) - set(columns))
+    if unknown:
+        raise ValueError(f"the journal's transactions have no column {', '.join(map(repr, unknown))}; "
+                         f"columns: {', '.join(columns)}")
+    condition = " AND ".join(f"{name} = ?" for name in where) or "1"
+    cursor = db.execute(f"SELECT * FROM transactions WHERE {condition} ORDER BY id", list(where.values()))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor]
 
 
 class _Atomic:

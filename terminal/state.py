@@ -295,6 +295,14 @@ class TerminalState:
             (stan,) = self._db.execute("SELECT stan FROM terminal").fetchone()
         return f"{stan:06d}"
 
+    def start_stan_at(self, first: int) -> None:
+        """Make `first` the next STAN taken: replay starts each scenario's fresh terminal where a host that keeps
+        its journal across runs has not seen its STANs yet."""
+        if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first <= STAN_LIMIT:
+            raise ValueError(f"first STAN {first!r} must be 1 to {STAN_LIMIT}")
+        with self._db:
+            self._db.execute("UPDATE terminal SET stan = ?", (first - 1,))
+
     @property
     def last_stan(self) -> int:
         """The STAN most recently taken, 0 before the first."""

@@ -114,6 +114,10 @@ class Terminal:
         self.clock = clock
         self.trace = trace
         """Receives a redacted trace record for every message sent and received."""
+        self.rewrite: Callable[[Message], None] | None = None
+        """Replay's hook for a step's field overrides (terminal/replay/runner.py), None otherwise: called with every
+        request just before it is encoded and MACed, it may change the request in place. The terminal then holds
+        the changed request as the one it made: the answer is checked against it, its reversal or advice built from it."""
         self.rng = rng if rng is not None else random.SystemRandom()
         """Source of the chip's unpredictable numbers (9F37); a seeded Random makes them reproducible."""
         self.dialect = profile.load_dialect()
@@ -816,6 +820,8 @@ class Terminal:
 
     def encode(self, request: Message) -> bytes:
         """The message body as this terminal sends it: purchases and reversals MACed once a sign-on delivered a MAC key."""
+        if self.rewrite is not None:
+            self.rewrite(request)
         key = self._mac_key() if self._mac is not None and request.mti[1:3] in _MACED_KINDS else None
         if key is None or self._mac is None:
             return self.codec.encode(request)

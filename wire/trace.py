@@ -23,8 +23,8 @@ PAN_FIELDS = {2, 34}
 HIDDEN_FIELDS = {35, 36, 45, 52}
 """Track 2, track 3, track 1, PIN block: shown only as their length."""
 ICC_FIELD = 55
-_ICC_PAN_TAGS = {"5A"}
-_ICC_HIDDEN_TAGS = {"57", "56", "9F6B", "9F1F", "9F20", "5F20", "9F0B", "99"}
+ICC_PAN_TAGS = {"5A"}
+ICC_HIDDEN_TAGS = {"57", "56", "9F6B", "9F1F", "9F20", "5F20", "9F0B", "99"}
 """Track 2 equivalent, track 1/2 data, discretionary data, cardholder name (and its extension), PIN data."""
 QR_DATA_FIELDS = {57, 59}
 """Where the built-in dialects carry QR data (their `qr_data` role): a scanned payment code in it is masked."""
@@ -57,9 +57,9 @@ def _redact_tlv(data: bytes) -> str:
     """Tag by tag; a constructed tag (template 70, 77 …) can carry 57 or 5A too, so it is opened."""
     shown = []
     for tag, content in parse(data):
-        if tag in _ICC_PAN_TAGS:
+        if tag in ICC_PAN_TAGS:
             shown.append(f"{tag}={mask_pan(content.hex().upper().rstrip('F'))}")
-        elif tag in _ICC_HIDDEN_TAGS:
+        elif tag in ICC_HIDDEN_TAGS:
             shown.append(f"{tag}=[redacted {len(content)}]")
         elif int(tag[:2], 16) & 0x20:
             shown.append(f"{tag}=[{_redact_tlv(content)}]")
