@@ -2077,7 +2077,6 @@ def replay(paths: tuple[Path, ...], host_address: str | None, embedded: bool, di
     one failed or could not run (docs/replay.md).
     """
     import asyncio
-    import dataclasses
     import logging
     import tempfile
     import time
@@ -2108,7 +2107,7 @@ def replay(paths: tuple[Path, ...], host_address: str | None, embedded: bool, di
     scenario_paths = [p for p in paths if p.suffix != ".hex"]
     loaded = load_scenarios(scenario_paths, fixtures_dir=fixtures_dir, default_dialect=dialect) if scenario_paths else []
     try:
-        scenarios = [s if s.dialect else dataclasses.replace(s, dialect=dialect) for s in select(loaded, expr)]
+        scenarios = select(loaded, expr)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if loaded and not scenarios and not hex_files:
@@ -2127,7 +2126,7 @@ def replay(paths: tuple[Path, ...], host_address: str | None, embedded: bool, di
             click.echo(f"[{number}/{total}] {mark} {name} ({round(seconds * 1000)} ms)", err=True)
 
     async def run(work: Path, trace: Callable[[str], None] | None) -> Any:
-        source = embedded_source(dialect, workdir=work / "hosts", fixtures_dir=fixtures_dir) if external is None \
+        source = embedded_source(workdir=work / "hosts", fixtures_dir=fixtures_dir) if external is None \
             else lambda _: nullcontext(external)  # one host for every scenario
         result = await run_suite(scenarios, source, parallel=parallel, workdir=work / "terminals",
                                  fixtures_dir=fixtures_dir, external=external is not None, trace=trace,

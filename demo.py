@@ -37,6 +37,13 @@ from possim.acquirer.partners import Partners
 from possim.acquirer.journal import FeePayment, Journal
 from possim.acquirer.serial_server import SerialHostServer
 from possim.lab import LabHost, lab_host
+from possim.lab import embedded_source
+from possim.fixtures import scenario_pack
+from possim.terminal.replay.junit import write_junit
+from possim.terminal.replay.record import session_scenario
+from possim.terminal.replay.scenario import load_scenarios
+from possim.terminal.replay.suite import run_suite
+from possim.wire.proxy import Exchange, FrameProxy
 from possim.acquirer.finance.bureau import FinanceBureau
 from possim.wire.nontax import MSG_PAYMENT_CONFIRM
 from possim.settlement.errors import SettlementError
@@ -202,6 +209,7 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
                     await t.link.close()
                 await serial_host.stop()
                 cable.stop()
+        files.update(await _qa_day(report, out / "qa", dialect, clock))
     finally:
         await partner_site.stop()
         trace_file.close()
@@ -620,6 +628,70 @@ def _fee_of(path: Path, rrn: str | None) -> FeePayment | None:
         return journal.fee_payment(row.id or 0) if row is not None else None
     finally:
         journal.close()
+
+
+QA_PACK = ("card-purchase-swipe", "card-refund", "decline-insufficient-funds-51", "reversal-answer-dropped",
+           "batch-close-balanced", "qr-order-paid-by-wallet", "fee-payment-timeout-reversed")
+"""Regression pack scenarios (fixtures/scenarios) the demo replays: one of each area, in any dialect."""
+
+
+async def _qa_day(report: DemoReport, out: Path, dialect: str, clock: Clock) -> dict[str, Path]:
+    """What QA does with the host: part of the regression pack replayed on fresh embedded hosts with a JUnit
+    report; one expectation changed to show a failure's diff; a live session recorded through the proxy,
+    written as a scenario, and that scenario replayed green on another fresh host."""
+
+    def check(title: str, expected: str, got: str, detail: dict[str, Any]) -> None:
+        report.steps.append(StepResult(len(report.steps) + 1, title, "qa", expected, got, detail))
+
+    pack = [scenario_pack() / f"{name}.yaml" for name in QA_PACK]
+    scenarios = load_scenarios(pack, default_dialect=dialect)
+    run = await run_suite(scenarios, embedded_source(workdir=out / "hosts"), parallel=2,
+                          workdir=out / "cases", clock=clock, external=False)
+    junit = out / "replay.xml"
+    write_junit(run, junit)
+    check(f"regression pack: {len(scenarios)} scenarios replayed on fresh embedded hosts, JUnit report written",
+          f"{len(scenarios)} passed", f"{run.passed} passed", run.to_json())
+    swipe = scenarios[0]
+    sale = next(s for s in swipe.steps if s.action == "purchase")
+    wrong = dataclasses.replace(sale, expect={**sale.expect, "39": dataclasses.replace(sale.expect["39"], value="51")})
+    broken = dataclasses.replace(swipe, steps=tuple(wrong if s is sale else s for s in swipe.steps))
+    failed = await run_suite([broken], embedded_source(workdir=out / "hosts-changed"),
+                             workdir=out / "cases-changed", clock=clock, external=False)
+    (case,) = failed.cases
+    check("one expectation changed: the replay fails, naming the field, what was expected and what came",
+          "failed: field 39: expected '51', got '00' (approved)",
+          f"{case.verdict}: {case.failures[0].message if case.failures else case.error}", case.to_json())
+    session, warnings = await _record_session(out / "recorded", dialect, clock)
+    recorded = out / "session.yaml"
+    recorded.write_text(session, encoding="utf-8")
+    replayed = await run_suite(load_scenarios([recorded], default_dialect=dialect),
+                               embedded_source(workdir=out / "hosts-recorded"),
+                               workdir=out / "cases-recorded", clock=clock, external=False)
+    check("a live session recorded through the proxy (sign-on, sale, void, a decline) replays green on a fresh host",
+          "passed, no warnings", f"{replayed.cases[0].verdict}, {len(warnings) or 'no'} warnings",
+          {"scenario": str(recorded), "warnings": warnings, "replay": replayed.to_json()})
+    return {"qa_junit": junit, "qa_recorded_session": recorded}
+
+
+async def _record_session(folder: Path, dialect: str, clock: Clock) -> tuple[str, list[str]]:
+    """A terminal's short session with a lab host, through a recording proxy: the scenario text and its warnings."""
+    exchanges: list[Exchange] = []
+    async with lab_host(dialect, folder / "host", clock=clock) as lab:
+        profile = load_profile("10000001", dialect=dialect, timeout=TERMINAL_TIMEOUT)
+        proxy = FrameProxy(lab.address, profile.framing, on_exchange=exchanges.append, clock=clock)
+        at = await proxy.start()
+        terminal = Terminal(dataclasses.replace(profile, host=f"{at[0]}:{at[1]}"), TcpLink(*at, profile.framing),
+                            TerminalState("10000001", folder / "terminal.sqlite"), clock=clock)
+        try:
+            await terminal.sign_on()
+            sale = await terminal.purchase(1250, resolve_card("approve"))
+            await terminal.void(sale.stan)
+            await terminal.purchase(2000, resolve_card("insufficient"))
+        finally:
+            await terminal.link.close()
+            terminal.state.close()
+            await proxy.stop()
+    return session_scenario(exchanges, terminal.dialect, name="recorded session")
 
 
 async def _settlement_days(report: DemoReport, terminal: Terminal, journal: Path, out: Path, day: str,

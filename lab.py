@@ -117,14 +117,14 @@ async def embedded_target(dialect: str = "cup", *, workdir: Path, fixtures_dir: 
         yield EmbeddedTarget(lab)
 
 
-def embedded_source(dialect: str = "cup", *, workdir: Path, fixtures_dir: str | Path | None = None,
+def embedded_source(*, workdir: Path, fixtures_dir: str | Path | None = None,
                     clock: Clock = system_clock, seed: int = LAB_SEED) -> TargetSource:
-    """Targets for `possim replay --embedded`: every scenario its own fresh host, in the scenario's dialect
-    (`dialect` when it names none), in a folder of its own under `workdir` — so each replays the same way."""
+    """Targets for `possim replay --embedded`: every scenario its own fresh host, in the scenario's dialect, in a
+    folder of its own under `workdir` — so each replays the same way."""
     numbers = itertools.count(1)
 
     def source(scenario: Scenario) -> Any:
-        return embedded_target(scenario.dialect or dialect, workdir=workdir / f"host-{next(numbers):04d}",
+        return embedded_target(scenario.dialect, workdir=workdir / f"host-{next(numbers):04d}",
                                fixtures_dir=fixtures_dir, clock=clock, seed=seed)
 
     return source

@@ -489,7 +489,10 @@ class Terminal:
         status = data.get("status")
         order_no = data.get("order_no") or asked.get("order_no")
         approved = result.approved
-        message = qr_response_text(result.response_code) if answer is not None else result.message
+        message = result.message
+        if answer is not None:
+            fee_text = FEE_RESPONSE_TEXT.get(result.response_code or "") if "pay_code" in asked else None
+            message = fee_text or qr_response_text(result.response_code)
         if result.operation in ("qr_query", "qr_close") and result.response_code == APPROVED:
             approved = status in PAID_ORDER
             message = f"order {order_no} is {status}"

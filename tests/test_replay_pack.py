@@ -80,8 +80,6 @@ def test_a_changed_expectation_fails_with_a_readable_line(tmp_path: Path) -> Non
     assert "0200" in case.trace and "6228480010000000017" not in case.trace
 
 
-@pytest.mark.xfail(strict=True, reason="terminal/messages.py QR_RESPONSE_TEXT gives every QR answer's 13 the refund "
-                   "text; a fee QR order's 13 means the amount is not the notice's amount due")
 def test_a_fee_qr_order_of_the_wrong_amount_says_why(tmp_path: Path) -> None:
     scenario = tmp_path / "fee-qr-wrong-amount.yaml"
     scenario.write_text(

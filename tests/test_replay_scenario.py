@@ -87,7 +87,7 @@ def test_a_scenario_of_every_part_loads_into_the_model(tmp_path):
     scenario = load_scenario(path)
 
     assert scenario.name == "full" and scenario.path == path and scenario.tags == ("qr", "fees")
-    assert scenario.dialect is None and scenario.variables == {"price": 1250, "who": "alice"}
+    assert scenario.dialect == "cup" and scenario.variables == {"price": 1250, "who": "alice"}
     assert scenario.needs == {"journal", "http", "finance"}
     assert scenario.terminals["pos"].tid == "10000001" and scenario.terminals["pos"].overrides == {}
     assert scenario.terminals["slow"].overrides == {"timeout": 1.5, "reversal_retries": 0, "pin_pad": False}

@@ -130,8 +130,8 @@ class Scenario:
     name: str
     description: str
     tags: tuple[str, ...]
-    dialect: str | None
-    """None: the runner's dialect."""
+    dialect: str
+    """The file's `dialect`, else the default the loader was given (the runner's --dialect)."""
     terminals: dict[str, TerminalUse]
     variables: dict[str, Any]
     steps: tuple[Step, ...]

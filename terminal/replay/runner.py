@@ -47,7 +47,6 @@ from .tap import Exchange, TapLink
 from .target import Target, TargetError
 from .values import references, substitute
 
-DEFAULT_DIALECT = "cup"
 METHODS = {
     "signon": "sign_on", "purchase": "purchase", "void": "void", "refund": "refund", "preauth": "preauth",
     "preauth_void": "preauth_void", "completion": "completion", "balance": "balance", "offline": "offline",
@@ -203,7 +202,7 @@ class _Run:
         self.fixtures_dir = fixtures_dir
         self.clock = clock
         self.trace = trace
-        self.dialect = load_dialect(scenario.dialect or DEFAULT_DIALECT)
+        self.dialect = load_dialect(scenario.dialect)
         self.codec = Codec(self.dialect)
         self.framing = self.dialect.framing
         self.faults = _Faults(self.codec)
@@ -225,7 +224,7 @@ class _Run:
         self.via = f"{host}:{port}"
         state_dir.mkdir(parents=True, exist_ok=True)
         for alias, use in self.scenario.terminals.items():
-            profile = load_profile(use.tid, self.fixtures_dir, dialect=self.scenario.dialect or DEFAULT_DIALECT,
+            profile = load_profile(use.tid, self.fixtures_dir, dialect=self.scenario.dialect,
                                    host=f"{host}:{port}", **use.overrides)
             path = state_dir / f"{alias}.sqlite"
             if path.exists():

@@ -277,11 +277,11 @@ class _Builder:
         return ScenarioError(message, self.doc.where(key))
 
     def scenario(self) -> Scenario:
-        dialect = self._dialect()
+        dialect = self._dialect() or self.default_dialect
         for name, value in self.variables.items():
             for used_key, name_used in _uses(value, ("variables", name)):
                 raise self.fail(used_key, f"${{{name_used}}}: a variable cannot refer to another")
-        terminals = self._terminals(dialect or self.default_dialect)
+        terminals = self._terminals(dialect)
         steps = self._steps(list(terminals))
         needs: set[str] = set()
         if any(step.checks.journal for step in steps):
