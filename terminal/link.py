@@ -83,7 +83,7 @@ class TcpLink:
                 raise LinkTimeout(f"host {self.peer}: {what}", sent=sent) from None
             except OSError as exc:
                 await self._hang_up()
-                raise LinkError(f"host {self.peer}: {_reason(exc)}", sent=sent) from None
+                raise LinkError(f"host {self.peer}: {connect_problem(exc)}", sent=sent) from None
             except BaseException:
                 await self._hang_up()
                 raise
@@ -133,7 +133,8 @@ class TcpLink:
             pass
 
 
-def _reason(exc: OSError) -> str:
+def connect_problem(exc: OSError) -> str:
+    """A socket error as a few words after "host H:P: " (the runner names an unreachable host the same way)."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if exc.strerror:

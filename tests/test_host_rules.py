@@ -60,7 +60,9 @@ def test_the_shipped_rules_keep_the_demo_scenarios():
     assert rules.match(request(amount=6802)).drop
     assert rules.match(request(amount=6803)).close
     assert rules.match(request(amount=7751)).respond == "51"
-    assert rules.match(request(amount=200_000, processing_code="200000")).respond == "57"
+    assert rules.match(request("0220", amount=200_000, processing_code="200000")).respond == "57"
+    assert rules.match(request("0221", amount=200_000, processing_code="200000")).respond == "57"
+    assert rules.match(request("0200", amount=200_000, processing_code="200000")) is None, "a void is no refund"
 
 
 @pytest.mark.parametrize("amount", AMOUNTS_IN_USE)

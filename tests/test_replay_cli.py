@@ -270,3 +270,15 @@ def test_hex_files_replay_beside_scenarios_and_a_changed_answer_is_named(pack: P
     ignored = possim("replay", str(changed), "--embedded", "--fixtures", str(fixtures), "--dialect", RAW_DIALECT,
                      "--ignore", "7,11,12,13,15,37,38,39,64")
     assert ignored.returncode == 0, ignored.stdout
+
+
+def test_the_readme_example_passes_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Replay for QA", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example, encoding="utf-8")
+    run = subprocess.run([*POSSIM, "replay", str(path), "--embedded", "--json"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads(run.stdout)
+    assert (summary["passed"], summary["failed"]) == (1, 0)

@@ -32,7 +32,7 @@ from possim.wire.proxy import CONNECT_TIMEOUT, FrameProxy, ProxyFault
 from possim.wire.trace import trace_record
 
 from ..cards import resolve_card
-from ..link import LinkError, TcpLink, _reason
+from ..link import LinkError, TcpLink, connect_problem
 from ..messages import answer_body, response_text
 from ..profile import load_profile
 from ..results import TerminalError
@@ -243,7 +243,7 @@ class _Run:
         except TimeoutError:
             raise _CannotRun(f"host {host}:{port}: could not connect within {CONNECT_TIMEOUT:g} s") from None
         except OSError as exc:
-            raise _CannotRun(f"host {host}:{port}: {_reason(exc)}") from None
+            raise _CannotRun(f"host {host}:{port}: {connect_problem(exc)}") from None
         writer.close()
         with suppress(OSError):
             await writer.wait_closed()
