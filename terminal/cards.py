@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from possim.fixtures import load_fixture
 from possim.wire.trace import mask_pan
@@ -76,13 +77,16 @@ def fixture_cards(fixtures_dir: str | Path | None = None) -> dict[str, Card]:
     return cards
 
 
-def resolve_card(name_or_pan: str, fixtures_dir: str | Path | None = None, expiry: str | None = None) -> Card:
+def resolve_card(name_or_pan: str, fixtures_dir: str | Path | None = None, expiry: str | None = None,
+                 cards: Mapping[str, Card] | None = None) -> Card:
     """A fixture card by name, or a card for a raw PAN (the fixture card when one has that PAN).
 
-    `expiry` (YYMM) replaces the card's own; a raw PAN without one gets DEFAULT_EXPIRY.
+    `expiry` (YYMM) replaces the card's own; a raw PAN without one gets DEFAULT_EXPIRY. `cards`, when given,
+    are cards.yaml already read: a caller resolving many cards reads the file once.
     """
     text = name_or_pan.strip()
-    cards = fixture_cards(fixtures_dir)
+    if cards is None:
+        cards = fixture_cards(fixtures_dir)
     card = cards.get(text)
     digits = re.sub(r"[ -]", "", text)
     if card is None and digits.isdigit():

@@ -228,9 +228,9 @@ class _Recorder:
         if amount is not None and kind != "balance":
             args["amount"] = amount
         if kind in ("refund", "preauth_void", "completion"):
-            args["rrn"] = self._quoted_rrn(where, request)
+            args["rrn"] = self._quoted(where, request, 37)
         if kind in ("preauth_void", "completion"):
-            args["auth_code"] = self._quoted_auth(where, request)
+            args["auth_code"] = self._quoted(where, request, 38)
         if kind not in ("refund", "fee_payment"):
             entry = self._entry(where, request)
             if entry is not None and entry != ("chip" if kind == "offline" else "swipe"):
@@ -392,23 +392,17 @@ class _Recorder:
         step.capture[name] = source
         return name
 
-    def _quoted_rrn(self, where: str, request: Message) -> str:
-        rrn = request.get(37) or ""
-        original = self.by_rrn.get(rrn)
+    def _quoted(self, where: str, request: Message, field: int) -> str:
+        """The RRN (37) or authorization code (38) a request quotes, as a reference to the step that got it."""
+        value = request.get(field) or ""
+        answered, prefix, what = ((self.by_rrn, "rrn", f"RRN {value} quoted by the request") if field == 37
+                                  else (self.by_auth, "auth", f"authorization code {value}"))
+        original = answered.get(value)
         if original is None:
-            self.warnings.append(f"{where}: RRN {rrn} quoted by the request was not answered in this recording: "
+            self.warnings.append(f"{where}: {what} was not answered in this recording: "
                                  "written as recorded, the replay's host will not know it")
-            return rrn
-        return "${" + self._capture(original, "37", "rrn") + "}"
-
-    def _quoted_auth(self, where: str, request: Message) -> str:
-        code = request.get(38) or ""
-        original = self.by_auth.get(code)
-        if original is None:
-            self.warnings.append(f"{where}: authorization code {code} was not answered in this recording: "
-                                 "written as recorded")
-            return code
-        return "${" + self._capture(original, "38", "auth") + "}"
+            return value
+        return "${" + self._capture(original, str(field), prefix) + "}"
 
     def _quoted_order(self, where: str, order_no: str) -> str:
         original = self.by_order.get(order_no)

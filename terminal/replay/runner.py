@@ -31,7 +31,7 @@ from possim.wire.message import Message
 from possim.wire.proxy import CONNECT_TIMEOUT, FrameProxy, ProxyFault
 from possim.wire.trace import trace_record
 
-from ..cards import resolve_card
+from ..cards import fixture_cards, resolve_card
 from ..link import LinkError, TcpLink, connect_problem
 from ..messages import answer_body, response_text
 from ..profile import load_profile
@@ -200,6 +200,7 @@ class _Run:
         self.scenario = scenario
         self.target = target
         self.fixtures_dir = fixtures_dir
+        self.cards = fixture_cards(fixtures_dir)
         self.clock = clock
         self.trace = trace
         self.dialect = load_dialect(scenario.dialect)
@@ -352,7 +353,7 @@ class _Run:
         """A step's arguments as the Terminal method takes them: cards resolved, amounts whole numbers, a wallet
         turned into the payment code its app shows now."""
         kwargs: dict[str, Any] = {}
-        card = resolve_card(str(args["card"]), self.fixtures_dir) if "card" in args else None
+        card = resolve_card(str(args["card"]), cards=self.cards) if "card" in args else None
         for name, value in args.items():
             if name == "card":
                 kwargs[name] = card

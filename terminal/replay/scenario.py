@@ -16,7 +16,7 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from string import hexdigits
@@ -27,7 +27,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match, relevance
 
 from possim.fixtures import FixtureError
-from possim.terminal.cards import CardError, fixture_cards, resolve_card
+from possim.terminal.cards import Card, CardError, fixture_cards, resolve_card
 from possim.terminal.profile import ProfileError, load_profile
 from possim.terminal.wallet_app import WalletAppError, login
 from possim.wire.dialect import builtin_names, load_dialect
@@ -404,15 +404,20 @@ class _Builder:
         decides it at run time."""
         return substitute(value, self.variables) if references(value) <= set(self.variables) else None
 
+    @cached_property
+    def cards(self) -> dict[str, Card]:
+        """cards.yaml, read once for every card a scenario names."""
+        return fixture_cards(self.fixtures_dir)
+
     def _card(self, key: Key, written: str) -> None:
         text = self._known(written)
         if text is None:
             return
         try:
-            cards = fixture_cards(self.fixtures_dir)
+            cards = self.cards
             if str(text).strip() in cards:
                 return
-            card = resolve_card(str(text), self.fixtures_dir)
+            card = resolve_card(str(text), cards=cards)
         except (CardError, FixtureError) as exc:
             raise self.fail(key, str(exc)) from None
         if card.name not in cards and luhn_digit(card.pan[:-1]) != card.pan[-1]:
