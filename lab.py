@@ -6,6 +6,11 @@ caller's event loop, the payShield-style HSM and the finance bureau each on
 their own thread, as they would be separate machines. `lab_host` starts that
 set and stops it again, in the reverse order, however the block ends.
 
+A load run wants the opposite: the host in a process of its own
+(`host_process`, `possim host run` on a port of its choosing) so the load
+generator and the host each get a core, on fixtures made for the fleet
+(`fleet_fixtures`).
+
 For replay, `embedded_target` gives the running set the `Target` view the
 runner sees, and `external_target` gives the same view of a host running
 elsewhere. Like cli.py and demo.py, this module imports both the terminal
@@ -17,12 +22,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import random
+import signal
 import sqlite3
-from contextlib import AsyncExitStack, asynccontextmanager
+import subprocess
+import sys
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
+
+import yaml
 
 from possim.acquirer.core import HostCore, build_host
 from possim.acquirer.fee_desk import finance_key
@@ -34,9 +45,11 @@ from possim.acquirer.server import HostServer
 from possim.acquirer.settings import FeeSettings
 from possim.hsm_mock.client import TcpHsm
 from possim.hsm_mock.device import Hsm
+from possim.hsm_mock.key_download import generate_key
 from possim.hsm_mock.server import HsmThread
 from possim.terminal.replay.model import Scenario
 from possim.terminal.replay.target import TargetError, TargetSource
+from possim.fixtures import load_fixture
 from possim.wire.clock import Clock, system_clock
 
 LAB_SEED = 20261203
@@ -163,3 +176,82 @@ def external_target(address: tuple[str, int], *, http: str | None = None, journa
     if journal is not None and not journal.is_file():
         raise TargetError(f"--journal {journal}: not a file")
     return ExternalTarget(address, http, journal)
+
+
+FLEET_TID_FROM = 90000001
+"""The first terminal ID of a generated fleet: far from the built-in terminals' 1000000x."""
+
+
+def fleet_fixtures(folder: Path, terminals: int, *, seed: int = LAB_SEED) -> Path:
+    """A fixtures folder for a load fleet: `terminals` terminals of the first merchant, each with a master key of
+    its own, accounts no run can empty and no scenario rules — every request approved, so a load run measures the
+    host's work, not its declines. The built-ins fill in the rest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    merchant = load_fixture("merchants.yaml")["merchants"][0]["id"]
+    fleet = [{"tid": f"{FLEET_TID_FROM + n:08d}", "mid": merchant, "tmk": generate_key(rng).hex().upper()}
+             for n in range(terminals)]
+    (folder / "terminals.yaml").write_text(yaml.safe_dump({"terminals": fleet}), encoding="utf-8")
+    accounts = load_fixture("accounts.yaml")
+    for account in accounts["accounts"]:
+        account.pop("per_transaction_limit", None)
+        account["balance"] = 10**15
+    (folder / "accounts.yaml").write_text(yaml.safe_dump(accounts), encoding="utf-8")
+    (folder / "host_rules.yaml").write_text("rules: []\n", encoding="utf-8")
+    return folder
+
+
+class HostProcessError(RuntimeError):
+    """The child host did not start; the message has the last of what it wrote to stderr."""
+
+
+@dataclass
+class HostProcess:
+    """`possim host run` in a process of its own: a load generator and the host each get a core."""
+
+    process: subprocess.Popen[str]
+    address: tuple[str, int]
+    ready: dict[str, Any]
+    """The host's start line (JSON)."""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def host_process(dialect: str, folder: Path, *, fixtures_dir: Path | None = None,
+                 options: tuple[str, ...] = ()) -> Iterator[HostProcess]:
+    """Start `possim host run` on an ephemeral loopback port with its journal in `folder`; stop it on exit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "possim.cli", "host", "run", "--listen", "127.0.0.1:0", "--dialect", dialect,
+               "--db", str(folder / "journal.sqlite"), "--log-level", "warning", "--json", *options]
+    if fixtures_dir is not None:
+        command += ["--fixtures", str(fixtures_dir)]
+    errors = (folder / "host.log").open("w+", encoding="utf-8")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            process.wait()
+            errors.seek(0)
+            last = (errors.read().strip().splitlines() or ["no message"])[-1]
+            raise HostProcessError(f"the host did not start (exit {process.returncode}): {last}")
+        ready = json.loads(line)
+        host_name, _, port = str(ready["listening"]).rpartition(":")
+        running = HostProcess(process, (host_name, int(port)), ready)
+        try:
+            yield running
+        finally:
+            running.stop()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        errors.close()
