@@ -26,6 +26,7 @@ import base64
 import dataclasses
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,9 +37,11 @@ from aiohttp import web
 from possim.acquirer.partners import Partners
 from possim.acquirer.journal import FeePayment, Journal
 from possim.acquirer.serial_server import SerialHostServer
-from possim.lab import LabHost, lab_host
-from possim.lab import embedded_source
+from possim.lab import LabHost, embedded_source, fleet_fixtures, host_process, lab_host
 from possim.fixtures import scenario_pack
+from possim.terminal.fleet.driver import LoadPlan, Mix
+from possim.terminal.fleet.fleet import build_fleet, run_load
+from possim.terminal.fleet.report import write_report
 from possim.terminal.replay.junit import write_junit
 from possim.terminal.replay.record import session_scenario
 from possim.terminal.replay.scenario import load_scenarios
@@ -68,6 +71,9 @@ from possim.wire.qr_image import qr_png, read_qr_png, terminal_screen_png
 from possim.wire.signed_http import SignedClient
 
 DEMO_SEED = 20261203
+LOAD_TERMINALS = 10
+LOAD_SECONDS = 2.0
+LOAD_MIX = (("purchase", 80), ("refund", 5), ("qr", 15))
 FEE_NOTICES = {"fine": "31010157462740291971", "licence": "31010156080501553255", "tuition": "31010195281670669848",
                "fee4": "31010120407659736338", "expired": "31010139944550089291"}
 """Sample notices of fixtures/finance.yaml."""
@@ -210,6 +216,7 @@ async def run_demo(out: Path, dialect: str = "cup", clock: Clock = system_clock)
                 await serial_host.stop()
                 cable.stop()
         files.update(await _qa_day(report, out / "qa", dialect, clock))
+        files.update(await _load_run(report, out / "load", dialect))
     finally:
         await partner_site.stop()
         trace_file.close()
@@ -671,6 +678,34 @@ async def _qa_day(report: DemoReport, out: Path, dialect: str, clock: Clock) -> 
           "passed, no warnings", f"{replayed.cases[0].verdict}, {len(warnings) or 'no'} warnings",
           {"scenario": str(recorded), "warnings": warnings, "replay": replayed.to_json()})
     return {"qa_junit": junit, "qa_recorded_session": recorded}
+
+
+async def _load_run(report: DemoReport, out: Path, dialect: str) -> dict[str, Path]:
+    """A short load run: a fleet of terminals, each signing on for keys of its own, against a host in a process of
+    its own, closed loop with the issue's mix; the report written as JSON and HTML. Its figures are the
+    machine's, not a replay's: the step checks that every transaction was approved, not how fast."""
+    plan = LoadPlan(duration=LOAD_SECONDS, mix=Mix(LOAD_MIX), amounts=(100, 5000), seed=DEMO_SEED)
+    with tempfile.TemporaryDirectory(prefix="possim-fleet-") as folder:  # the fleet's master keys stay out of `out`
+        fixtures = fleet_fixtures(Path(folder), LOAD_TERMINALS, seed=DEMO_SEED)
+        with host_process(dialect, out / "host", fixtures_dir=fixtures) as host:
+            fleet = build_fleet(LOAD_TERMINALS, dialect, fixtures_dir=fixtures, stan_from=0)
+            target = f"{host.address[0]}:{host.address[1]} (child process)"
+            run, recorder = await run_load(plan, fleet, host.address, target=target,
+                                           mix_text=",".join(f"{k}:{w}" for k, w in LOAD_MIX))
+    figures = run["figures"]
+    html, data = out / "report.html", out / "report.json"
+    write_report(run, [v * 1000 for v in recorder.latencies], data, html)
+    report.steps.append(StepResult(
+        len(report.steps) + 1,
+        f"load: {LOAD_TERMINALS} terminals sign on and run purchases, refunds and QR orders for {LOAD_SECONDS:g} s",
+        "fleet", "every transaction approved",
+        "every transaction approved" if figures["transactions"] and not (figures["transactions"] - figures["approved"])
+        else f"{figures['transactions'] - figures['approved']} of {figures['transactions']} not approved",
+        {"transactions": figures["transactions"], "tps": round(figures["tps"], 1),
+         "p99_ms": round(figures["latency_ms"]["p99"], 2), "kinds": {k: v["count"] for k, v in figures["kinds"].items()},
+         "report": str(html)},
+    ))
+    return {"load_report": html, "load_report_json": data}
 
 
 async def _record_session(folder: Path, dialect: str, clock: Clock) -> tuple[str, list[str]]:

@@ -271,3 +271,14 @@ def test_fee_payments_end_paid_everywhere_or_nowhere(demo) -> None:
     finally:
         journal.close()
         store.close()
+
+
+def test_the_load_run_reports_every_kind_approved_with_its_plots(demo) -> None:
+    report, out = demo
+    [step] = [s for s in report["steps"] if s["title"].startswith("load:")]
+    assert step["ok"] and set(step["result"]["kinds"]) == {"purchase", "refund", "qr"}
+    written = json.loads(Path(report["files"]["load_report_json"]).read_text())
+    figures = written["figures"]
+    assert figures["transactions"] == step["result"]["transactions"] == figures["approved"] > 0
+    assert written["run"]["signed_on"] == written["run"]["terminals"]
+    assert Path(report["files"]["load_report"]).read_text().count("data:image/png;base64,") == 2
