@@ -289,11 +289,15 @@ def serial_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--lmk", "lmk_path", type=click.Path(dir_okay=False, exists=True), help="Variant LMK file the host keeps keys under (as `possim hsm serve --lmk`); default: the published test LMK.")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, exists=True), help="Scenario rules YAML instead of the fixtures' host_rules.yaml; reloaded when it changes.")
 @click.option("--finance", "finance_address", help="Take government fee payments, confirming them to the finance system at HOST:PORT (possim fees finance serve).")
+@click.option("--permissive", is_flag=True, help="Permissive profile for third-party test tools: any terminal and merchant ID, no sign-on needed, any Luhn-valid card approved up to a limit (docs/permissive.md).")
+@click.option("--permissive-limit", "permissive_limit", metavar="AMOUNT", help="With --permissive: the largest debit approved, in major units, e.g. 1000.00 (default: host.yaml's permissive.limit, 10000.00).")
+@click.option("--check-expiry", "check_expiry", is_flag=True, help="With --permissive: decline expired cards 54 (default: host.yaml's permissive.check_expiry, off).")
 @json_option
 def host_run(
     listen: str | None, http: str | None, serial_ports: tuple[str, ...], baud: int | None, link_profile: str, dialect: str, db: str,
     fixtures_dir: str | None, trace: str | None, log_level: str, hsm_address: str | None, lmk_path: str | None,
-    rules_file: str | None, finance_address: str | None, as_json: bool,
+    rules_file: str | None, finance_address: str | None, permissive: bool, permissive_limit: str | None,
+    check_expiry: bool, as_json: bool,
 ) -> None:
     """Serve terminals over TCP and/or serial ports until interrupted (Ctrl-C or SIGTERM).
 
@@ -316,6 +320,9 @@ def host_run(
     if http is not None and listen is None:
         raise click.UsageError("--http serves beside the TCP front: give --listen too")
     http_at = _address(http, "--http") if http is not None else None
+    permissive_settings = _permissive_settings(fixtures_dir, permissive_limit, check_expiry) if permissive else None
+    if not permissive and (permissive_limit is not None or check_expiry):
+        raise click.UsageError("--permissive-limit and --check-expiry tune the permissive profile: give --permissive too")
     profile = load_link_profile(link_profile) if serial_ports else None
     _parent_exists(db, "--db")
     _parent_exists(trace, "--trace")
@@ -326,7 +333,7 @@ def host_run(
     hsm = _external_hsm(hsm_address, lmk) if hsm_address else None
     finance_at = _address(finance_address, "--finance") if finance_address else None
     try:
-        core = build_host(dialect, db, fixtures_dir, hsm=hsm, lmk=lmk, rules_file=rules_file)
+        core = build_host(dialect, db, fixtures_dir, hsm=hsm, lmk=lmk, rules_file=rules_file, permissive=permissive_settings)
     except sqlite3.Error as exc:
         raise CommandError(f"journal {db}: {exc}") from None
     if finance_at is not None:
@@ -353,11 +360,11 @@ def host_run(
                                "serial": list(serial_ports),
                                "link_profile": profile.name if profile else None, "dialect": core.dialect.name,
                                "db": str(Path(db).resolve()), "event_loop": loop_kind, "hsm": hsm_address or "built-in",
-                               "finance": finance_address},
+                               "finance": finance_address, **_profile_description(permissive_settings)},
                 lambda r: "possim host listening on "
                           + ", ".join(filter(None, [r["listening"], r["http"] and f"http://{r['http']}",
                                                     *(f"serial {p}" for p in r["serial"])]))
-                          + f" ({r['dialect']}), journal {r['db']}",
+                          + f" ({r['dialect']}, {_profile_text(r)}), journal {r['db']}",
             )
         finally:
             if serial_trace is not None:
@@ -369,6 +376,43 @@ def host_run(
             runner.run(serve())
     finally:
         core.close()
+
+
+def _permissive_settings(fixtures_dir: str | None, limit: str | None, check_expiry: bool) -> Any:
+    """host.yaml's `permissive:` settings with --permissive-limit (major units) and --check-expiry on top."""
+    import dataclasses
+
+    from possim.acquirer.permissive import HOST_CURRENCY, PermissiveSettings
+    from possim.wire.money import currency, parse_major
+
+    settings = PermissiveSettings.from_fixtures(fixtures_dir)
+    if limit is not None:
+        try:
+            minor = parse_major(limit, currency(HOST_CURRENCY))
+        except ValueError as exc:
+            raise click.UsageError(f"--permissive-limit: {exc}") from None
+        if minor < 1:
+            raise click.UsageError(f"--permissive-limit: {limit!r} must be above zero")
+        settings = dataclasses.replace(settings, limit=minor)
+    return dataclasses.replace(settings, check_expiry=True) if check_expiry else settings
+
+
+def _profile_description(permissive: Any) -> dict[str, Any]:
+    """The start line's profile keys: which profile, and the permissive one's settings (limit in minor units)."""
+    if permissive is None:
+        return {"profile": "standard", "permissive": None}
+    return {"profile": "permissive", "permissive": {"limit": permissive.limit, "check_expiry": permissive.check_expiry}}
+
+
+def _profile_text(r: dict[str, Any]) -> str:
+    from possim.acquirer.permissive import HOST_CURRENCY
+    from possim.wire.money import currency, format_major
+
+    settings = r["permissive"]
+    if settings is None:
+        return "standard profile"
+    expiry = "expiry checked" if settings["check_expiry"] else "expiry not checked"
+    return f"permissive profile: any terminal, Luhn-valid cards up to {format_major(settings['limit'], currency(HOST_CURRENCY))}, {expiry}"
 
 
 def _read_qr_image(path: str) -> str:
@@ -2152,6 +2196,134 @@ def replay(paths: tuple[Path, ...], host_address: str | None, embedded: bool, di
     emit(as_json, result.to_json(), lambda _: result.render())
     if not result.ok:
         sys.exit(EXIT_ERROR)
+
+
+@cli.command("load")
+@click.option("--host", "host_address", help="Load the host at HOST:PORT (ours or a third party's).")
+@click.option("--embedded", is_flag=True, help="Start a host of its own in a child process (possim host run) on fixtures made for the fleet, load it, stop it.")
+@dialect_option
+@click.option("--terminals", type=click.IntRange(min=1), default=50, show_default=True, help="Simulated terminals, each with its own connection, STAN, batch and keys.")
+@click.option("--rate", metavar="TPS", help="Open loop: transactions per second over the fleet, e.g. 2000/s. Default: closed loop, each terminal sending as soon as it has its answer.")
+@click.option("--duration", default="30s", show_default=True, help="Time under load after the sign-ons: 60s, 2m, 500ms.")
+@click.option("--mix", default="purchase:100", show_default=True, help="Kinds and weights: purchase, refund (of an earlier sale of the terminal), qr (a QR order), e.g. purchase:80,refund:5,qr:15.")
+@click.option("--amount", default="10.00", show_default=True, help="Amount in major units, or a range drawn evenly: 1.00-50.00.")
+@click.option("--card", default="approve", show_default=True, help="Card of cards.yaml (or a PAN) the fleet's card transactions present.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds a terminal waits for an answer before it reverses the request.")
+@click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), help="With --host: fixtures whose terminals.yaml names the fleet (the host must know them and their master keys).")
+@click.option("--tid-from", metavar="TID", help="With --host: N consecutive terminal IDs from this one, without keys (no MAC), for a host that takes any terminal (host run --permissive).")
+@click.option("--mid", help="With --tid-from: the merchant ID (field 42); default the first of merchants.yaml.")
+@click.option("--permissive", is_flag=True, help="With --embedded: start the host with --permissive and the fleet with --tid-from 90000001 (no sign-on keys, no MAC).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seeds the mix and the amounts: the same seed, the same requests.")
+@click.option("--stan-from", type=click.IntRange(min=0, max=999_998), help="Every terminal's first STAN less one (default: ten a second since midnight, so a second run the same day sends new STANs).")
+@click.option("--out", "out_dir", default="load-report", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json and report.html.")
+@click.option("--max-error-rate", metavar="RATE", help="Exit 1 when the share of transactions not approved (declines, timeouts, errors) is above this: 0.01 or 1%.")
+@click.option("--locustfile", "show_locustfile", is_flag=True, help="Print the path of the Locust file that drives a fleet from Locust (docs/locust.md) and exit.")
+@json_option
+def load(host_address: str | None, embedded: bool, dialect: str, terminals: int, rate: str | None, duration: str,
+         mix: str, amount: str, card: str, timeout: float, fixtures_dir: Path | None, tid_from: str | None,
+         mid: str | None, permissive: bool, seed: int, stan_from: int | None, out_dir: Path, max_error_rate: str | None,
+         show_locustfile: bool, as_json: bool) -> None:
+    """Drive a fleet of simulated terminals against a host and report throughput and latency.
+
+    Every terminal signs on first, then sends the mix until the duration is
+    up; an unanswered request is reversed. Live figures go to stderr once a
+    second; the report is written as JSON and as an HTML page with a latency
+    histogram and TPS over time (docs/load.md).
+    """
+    import asyncio
+    import tempfile
+    from contextlib import nullcontext
+
+    from possim.terminal.fleet.fleet import build_fleet, run_load
+    from possim.terminal.fleet.plan import PlanError, load_plan
+    from possim.terminal.fleet.report import write_report
+    from possim.wire.money import currency as find_currency
+
+    if show_locustfile:
+        from possim.terminal.fleet.locust_path import locustfile_path
+
+        click.echo(str(locustfile_path()))
+        return
+    if embedded == (host_address is not None):
+        raise click.UsageError("give exactly one of --host HOST:PORT and --embedded")
+    if embedded and (fixtures_dir or tid_from or mid):
+        raise click.UsageError("--fixtures, --tid-from and --mid describe the fleet for --host; --embedded makes its own")
+    if permissive and not embedded:
+        raise click.UsageError("--permissive starts the embedded host so: with --host, start that host with it")
+    address = _address(host_address, "--host") if host_address is not None else None
+    ceiling = _error_rate(max_error_rate) if max_error_rate is not None else None
+    load_dialect(dialect)  # a bad dialect fails before anything starts
+    try:
+        plan = load_plan(duration=duration, mix=mix, amount=amount, cur=find_currency("156"), rate=rate,
+                         timeout=timeout, seed=seed)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    from possim.lab import fleet_fixtures, host_process
+
+    def show(snapshot: Any) -> None:
+        if not as_json:
+            click.echo(f"{snapshot.elapsed:5.0f} s  {snapshot.tps:7,.0f} tps  {snapshot.transactions:9,} tx  "
+                       f"{snapshot.errors:,} errors  p99 {snapshot.p99_ms:.1f} ms", err=True)
+
+    with tempfile.TemporaryDirectory(prefix="possim-load-") as work:
+        folder = Path(work)
+        if embedded:
+            fixtures_dir = fleet_fixtures(folder / "fixtures", terminals, seed=seed)
+            host = host_process(dialect, folder / "host", fixtures_dir=fixtures_dir,
+                                options=("--permissive",) if permissive else ())
+        else:
+            host = nullcontext()
+        with host as running:
+            target = f"{running.address[0]}:{running.address[1]} (embedded)" if running else str(host_address)
+            fleet = build_fleet(terminals, dialect, card=card, fixtures_dir=fixtures_dir,
+                                tid_from="90000001" if permissive else tid_from, mid=mid, stan_from=stan_from)
+            if not as_json:
+                click.echo(f"{terminals} terminals signing on to {target} …", err=True)
+            report, recorder = asyncio.run(run_load(plan, fleet, running.address if running else address,
+                                                    target=target, mix_text=mix, progress=show))
+    figures = report["figures"]
+    failed = ceiling is not None and figures["error_rate"] > ceiling
+    report["verdict"] = (f"FAIL: error rate {figures['error_rate']:.2%} above {ceiling:.2%}" if failed
+                         else "PASS" if ceiling is not None else "")
+    report["files"] = {"json": str((out_dir / "report.json").resolve()), "html": str((out_dir / "report.html").resolve())}
+    write_report(report, [v * 1000 for v in recorder.latencies], out_dir / "report.json", out_dir / "report.html")
+    emit(as_json, report, _load_text)
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _error_rate(text: str) -> float:
+    """`0.01` or `1%` → 0.01; one readable error for anything else."""
+    try:
+        value = float(text.strip().removesuffix("%")) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a share like 0.01 or 1%", param_hint="--max-error-rate") from None
+    if not 0 <= value <= 1:
+        raise click.BadParameter(f"{text!r}: a share runs from 0 to 1 (0% to 100%)", param_hint="--max-error-rate")
+    return value
+
+
+def _load_text(report: dict[str, Any]) -> str:
+    run, figures = report["run"], report["figures"]
+    latency = figures["latency_ms"]
+    lines = [
+        f"{run['signed_on']} of {run['terminals']} terminals on {run['target']} ({run['dialect']}), {run['mode']}, "
+        f"{run['duration_s']:.1f} s",
+        f"{figures['transactions']:,} transactions, {figures['tps']:,.1f} TPS ({figures['approved_tps']:,.1f} approved), "
+        f"error rate {figures['error_rate']:.2%}",
+        f"latency ms: p50 {latency['p50']:.2f}  p90 {latency['p90']:.2f}  p99 {latency['p99']:.2f}  "
+        f"p99.9 {latency['p99.9']:.2f}  max {latency['max']:.2f}",
+        "codes: " + ", ".join(f"{code} {count:,}" for code, count in figures["response_codes"].items()),
+        f"timeouts {figures['timeouts']:,}, reversals {figures['reversals']['sent']:,} "
+        f"({figures['reversals']['approved']:,} approved), unreadable {figures['unreadable']:,}, "
+        f"link errors {figures['link_errors']:,}",
+    ]
+    if report["sign_on_problem_count"]:
+        lines.append(f"{report['sign_on_problem_count']} terminals could not sign on; first: {report['sign_on_problems'][0]}")
+    if report["verdict"]:
+        lines.append(report["verdict"])
+    lines.append(f"report: {report['files']['html']}")
+    return "\n".join(lines)
 
 
 def _field_list(text: str, option: str) -> frozenset[int]:

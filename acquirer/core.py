@@ -51,6 +51,7 @@ from .journal import (
 from .batch_close import BatchClose
 from .reply import Reply, shaped as _reply
 from .effects import Effects, approved_effects, expiry_effects, reversal_effects
+from .permissive import PermissiveRegistry, PermissiveSettings, carries_mac, permissive_accounts, permissive_steps
 from .pin_check import PinVerifier
 from .pipeline import STEPS, CardData, Context, Outcome, Services, Step, fingerprint, log_fault, read_card, run
 from .qr_front import QR_KINDS, REVERSIBLE as QR_REVERSIBLE, QrFront
@@ -92,13 +93,15 @@ class _Request:
     """The date part of the request's key: MMDD of field 7 when present, else of the host's business date."""
     body: bytes = b""
     """The message as it arrived, for checking its MAC."""
+    spans: dict[str, tuple[int, int]] | None = None
+    """Where each part of `body` is (from the decode), so checking the MAC does not decode it again."""
 
     @classmethod
     def arrived(cls, message: Message, envelope: Envelope, peer: str, now: datetime, business_date: str,
-                body: bytes = b"") -> _Request:
+                body: bytes = b"", spans: dict[str, tuple[int, int]] | None = None) -> _Request:
         sent = message.get(7)
         key_date = sent[:4] if sent is not None and len(sent) >= 4 else f"{now.month:02d}{now.day:02d}"
-        return cls(message, envelope, peer, now, _stamp(now), business_date, key_date, body)
+        return cls(message, envelope, peer, now, _stamp(now), business_date, key_date, body, spans)
 
 
 class HostCore:
@@ -120,9 +123,12 @@ class HostCore:
         qr_settings: QrSettings = QrSettings(),
         cutover_time: time = MIDNIGHT,
         fee_settings: FeeSettings = FeeSettings(),
+        permissive: PermissiveSettings | None = None,
     ):
         """`hsm` is how PINs get checked: an HSM over TCP, or by default one in this process.
-        `lmk` is the HSM's LMK (default: the published test LMK); the host keeps keys under it."""
+        `lmk` is the HSM's LMK (default: the published test LMK); the host keeps keys under it.
+        `permissive`: the permissive profile's settings (acquirer/permissive.py), None for the standard profile."""
+        self.permissive = permissive
         self.dialect = dialect
         self.codec = Codec(dialect)
         self.framing = dialect.framing
@@ -143,6 +149,9 @@ class HostCore:
         ))
         maced = dialect.mac_scheme in MAC_SCHEMES and "mac" in dialect.roles
         self._mac = MessageMac(self.codec) if maced else None
+        self._mac_keys: dict[str, tuple[str, bytes]] = {}
+        """Per terminal, its MAC key under the LMK as journaled and that key in clear: unwrapped once per
+        sign-on, not per message. Only in memory; a new sign-on journals a new cryptogram, which replaces it."""
         self._rrn_next = self._rrn_end = 0
         self.preauth_hold = preauth_hold
         """How long a pre-authorization holds funds before they go back to the account."""
@@ -205,10 +214,10 @@ class HostCore:
             envelope, body = split_envelope(self.framing, payload)
             now = self.clock()
             try:
-                message = self.codec.decode(body)
+                message, spans = self.codec.decode_spans(body)
             except CodecError as exc:
                 return self._undecodable(exc, envelope, peer, now)
-            return self._dispatch(_Request.arrived(message, envelope, peer, now, self.calendar.date_of(now), body))
+            return self._dispatch(_Request.arrived(message, envelope, peer, now, self.calendar.date_of(now), body, spans))
         except FramingError as exc:
             log.warning("%s: %s; closing the connection", peer, exc)
             return Reply(close=True)
@@ -298,20 +307,29 @@ class HostCore:
     # ---- MAC: checked before anything else, on requests and answers that move money ----
 
     def _mac_key(self, tid: str | None) -> bytes | None:
-        """The terminal's working MAC key in clear, for this message only; None before any key download."""
+        """The terminal's working MAC key in clear; None before any key download. The journal's session says
+        which key is current, so a new sign-on's key replaces the old one at once; its clear form comes from
+        memory when that key was unwrapped before."""
         if self._mac is None or tid is None:
             return None
         session = self.journal.terminal(tid)
         if session is None or session.mac_key is None:
             return None
-        return self._lmk.decrypt(bytes.fromhex(session.mac_key), TAK)
+        known = self._mac_keys.get(tid)
+        if known is not None and known[0] == session.mac_key:
+            return known[1]
+        clear = self._lmk.decrypt(bytes.fromhex(session.mac_key), TAK)
+        self._mac_keys[tid] = (session.mac_key, clear)
+        return clear
 
     def _mac_problem(self, req: _Request) -> str | None:
         """Why a request's MAC is not good, or None (also when the terminal has no MAC key yet)."""
         key = self._mac_key(req.message[41])
         if key is None or self._mac is None:
             return None
-        return self._mac.verify(req.body, key)
+        if self.permissive is not None and not carries_mac(req.message, self.dialect):
+            return None  # the permissive profile checks a MAC only when one is sent
+        return self._mac.verify(req.body, key, req.spans)
 
     def _mac_refused(self, req: _Request, problem: str) -> Reply:
         """The dialect's MAC-error code; nothing is posted. A new financial request is journaled as declined at step "mac"."""
@@ -689,14 +707,16 @@ def build_host(
     hsm: HsmClient | None = None,
     lmk: VariantLmk | None = None,
     rules_file: str | Path | None = None,
+    permissive: PermissiveSettings | None = None,
 ) -> HostCore:
     """A host core wired from fixtures, with its journal at `db_path` (accounts seeded on first open).
 
     `hsm` checks PINs; None runs an HSM in this process. `lmk` is that HSM's LMK (default: the test LMK).
     `rules_file` replaces the fixtures' host_rules.yaml (reloaded as it changes); host.yaml gives the settings.
+    `permissive` serves the permissive profile with those settings (acquirer/permissive.py).
     """
     dialect = dialect if isinstance(dialect, Dialect) else load_dialect(dialect)
-    registry = Registry.from_fixtures(fixtures_dir)
+    registry = (PermissiveRegistry if permissive is not None else Registry).from_fixtures(fixtures_dir)
     issuer = IssuerStub.from_fixtures(fixtures_dir)
     rules = Rules.from_file(rules_file) if rules_file is not None else Rules.from_fixtures(fixtures_dir)
     settings = HostSettings.from_fixtures(fixtures_dir)
@@ -704,10 +724,13 @@ def build_host(
     wallets = WalletNetwork.from_fixtures(fixtures_dir)
     journal.seed_accounts(AccountBalance(a.id, a.currency, a.opening_balance) for a in issuer.accounts())
     journal.seed_accounts(AccountBalance(w.journal_account_id, w.currency, w.opening_balance) for w in wallets.accounts())
+    if permissive is not None:
+        journal.seed_accounts(permissive_accounts())
     return HostCore(
         dialect, journal, registry, issuer, rules, clock=clock, rng=rng, hsm=hsm, lmk=lmk,
         preauth_hold=settings.preauth_hold, completion_tolerance_percent=settings.completion_tolerance_percent,
         wallets=wallets, qr_settings=settings.qr, cutover_time=settings.cutover_time, fee_settings=settings.fees,
+        steps=permissive_steps(permissive) if permissive is not None else STEPS, permissive=permissive,
     )
 
 

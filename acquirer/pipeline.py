@@ -157,14 +157,19 @@ def terminal_signed_on(ctx: Context) -> Decline | None:
     return None
 
 
-def fields_valid(ctx: Context) -> Decline | None:
+def fields_valid(ctx: Context, optional: frozenset[int] = frozenset()) -> Decline | None:
+    """The mandatory fields are there and readable, and name a transaction kind of the dialect.
+
+    `optional`: mandatory fields a host profile lets a request leave out (the
+    permissive profile's merchant ID, and expiry when it checks none).
+    """
     message = ctx.message
     if ctx.kind is None:
         return Decline("12", f"no transaction of this dialect is MTI {message.mti} with processing code "
                              f"{message.get(3)} and condition {message.get(25) or '00'}")
     balance, cardless = ctx.kind.name == "balance", _cardless(ctx)
     missing = [str(n) for n in MANDATORY_FIELDS
-               if n not in message and not (balance and n == 4) and not (cardless and n == 22)]
+               if n not in message and n not in optional and not (balance and n == 4) and not (cardless and n == 22)]
     if ctx.services.dialect.convention("transmission_datetime") and 7 not in message:
         missing.append("7")
     if ctx.card.problem is not None:
@@ -172,7 +177,7 @@ def fields_valid(ctx: Context) -> Decline | None:
     if ctx.card.pan is None:
         if not cardless:
             missing.append("2 or 35")
-    elif ctx.card.expiry is None:
+    elif ctx.card.expiry is None and 14 not in optional:
         missing.append("14")
     if missing:
         return Decline("30", f"missing mandatory field {', '.join(missing)}")

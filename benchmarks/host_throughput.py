@@ -1,20 +1,31 @@
-"""How fast the acquirer host answers purchases, and what the codec costs.
+"""How fast the acquirer host answers purchases, what a purchase costs it, and what the codec costs.
 
-    python benchmarks/host_throughput.py [--terminals 50] [--duration 10]
-        [--dialect cup|iso87ascii|iso87binary|all] [--json]
+    python benchmarks/host_throughput.py [--terminals 1,50,500] [--duration 10]
+        [--dialect cup|iso87ascii|iso87binary|all] [--no-mac] [--verify-every 1] [--json]
 
 The host runs as `possim host run` in its own process, on fixtures written
-for the run (N terminals of the first merchant, an account that cannot run
-dry) and a fresh journal, so host and load generator each get a core. The
-load generator is deliberately not `terminal.Terminal`: that keeps per-message
+for the run (N terminals of the first merchant, each with a master key, and
+an account that cannot run dry) and a fresh journal per run. The load
+generator is deliberately not `terminal.Terminal`: that keeps per-message
 state in SQLite and would measure itself. Here each connection is an asyncio
-protocol that signs on, then sends the next purchase from the callback that
-received the previous answer (closed loop), built from a template encoded
-once with the wire Codec where only STAN and amount change.
+protocol that signs on, unpacks the working keys of field 62 with its TMK,
+then sends the next purchase from the callback that received the previous
+answer (closed loop), built from a template encoded once with the wire Codec
+where only STAN, amount and the MAC change. The host checks every request's
+MAC; the generator checks the MAC of every answer (`--verify-every N`: one
+answer in N, to spare the generator's CPU). `--no-mac` gives the terminals no
+master key, so nothing carries a MAC.
 
-Figures, not a verdict: the exit status says only whether the run worked
-(the host answered and its journal holds exactly the approvals counted).
-Progress goes to stderr; the report (or one JSON object) to stdout.
+Per run it prints approved purchases per second, latency percentiles, the
+host's CPU time per answer (from /proc/PID/stat, all its threads) and that
+cost as a multiple of raw pyiso8583 encode + decode of a message of the same
+dialect, and how busy the generator was (on a 2-core machine the generator
+shares the cores with the host: a generator near 100% caps the rate).
+
+Figures, not a verdict: the exit status says only whether every run worked
+(the host answered, its journal holds exactly the approvals counted, and
+every answer MAC checked by the generator verified). Progress goes to
+stderr; the report (or one JSON object) to stdout.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import functools
 import gc
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -40,16 +52,19 @@ from typing import Any, cast
 import iso8583
 import yaml
 
+from possim.hsm_mock.key_download import generate_key, unpack
+from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
 from possim.wire.codec import Codec
 from possim.wire.dialect import Dialect, load_dialect
 from possim.wire.framing import FrameReader, frame, split_envelope
 from possim.wire.message import Message
 
 DIALECTS = ("cup", "iso87ascii", "iso87binary")
-TARGET_RATE = 3000
-TARGET_P99_MS = 20.0
+TARGET_RATE = 5000
+TARGET_P99_MS = 10.0
 TARGET_CODEC_RATIO = 1.2
 TARGET_TERMINALS = 50
+DEFAULT_TERMINALS = "1,50,500"
 
 MERCHANT = "898310048160001"
 CARD = "approve"
@@ -58,6 +73,9 @@ RICH = 10**15
 """Opening balance of the benchmark account: no run can spend it (minor units)."""
 WHEN = "0615100000"
 """Transmission date-time (MMDDhhmmss) every iso87 request carries; STANs keep keys distinct."""
+_PLACEHOLDER_MAC = "00" * 8
+_PROBE_KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+"""A key the MAC splice is checked with at start (the real ones arrive at sign-on)."""
 
 
 def log(text: str) -> None:
@@ -71,12 +89,23 @@ def terminal_ids(count: int) -> list[str]:
     return [f"{90000001 + i:08d}" for i in range(count)]
 
 
-def write_fixtures(folder: Path, tids: list[str]) -> None:
-    """The built-in fixtures, with `tids` as terminals of the first merchant and the card's account made rich."""
+def master_keys(tids: list[str], seed: int = 8583) -> dict[str, bytes]:
+    """A test TMK per terminal (seeded: the same run gets the same keys)."""
+    rng = random.Random(seed)
+    return {tid: generate_key(rng) for tid in tids}
+
+
+def write_fixtures(folder: Path, tids: list[str], tmks: dict[str, bytes] | None) -> None:
+    """The built-in fixtures, with `tids` as terminals of the first merchant (with their TMKs when given)
+    and the card's account made rich."""
     builtin = resources.files("possim.fixtures")
     for name in ("merchants.yaml", "cards.yaml", "accounts.yaml", "host_rules.yaml"):
         (folder / name).write_text((builtin / name).read_text(encoding="utf-8"), encoding="utf-8")
-    terminals = [{"tid": tid, "mid": MERCHANT} for tid in tids]
+    terminals: list[dict[str, str]] = []
+    for tid in tids:
+        terminals.append({"tid": tid, "mid": MERCHANT})
+        if tmks is not None:
+            terminals[-1]["tmk"] = tmks[tid].hex().upper()
     (folder / "terminals.yaml").write_text(yaml.safe_dump({"terminals": terminals}), encoding="utf-8")
     accounts = yaml.safe_load((folder / "accounts.yaml").read_text(encoding="utf-8"))
     for account in accounts["accounts"]:
@@ -101,6 +130,20 @@ class HostProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the host process so far, all its threads (/proc/PID/stat)."""
+        return process_cpu_seconds(self.process.pid)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (fields 14 and 15 of /proc/PID/stat, counted after the command name)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    parts = text.rpartition(")")[2].split()
+    return (int(parts[11]) + int(parts[12])) / _TICKS
+
 
 def start_host(dialect: str, fixtures: Path, db: Path) -> HostProcess:
     """`possim host run` on an ephemeral port; its first stdout line (JSON) names the port."""
@@ -120,43 +163,54 @@ def start_host(dialect: str, fixtures: Path, db: Path) -> HostProcess:
     return HostProcess(process, port, str(ready.get("event_loop", "asyncio")))
 
 
-# ---- requests: encoded once, then only STAN and amount change ----
+# ---- requests: encoded once, then only STAN, amount and MAC change ----
 
 
 class Templates:
     """Framed sign-on and purchase bytes for one terminal.
 
     The purchase is encoded once by the Codec; `purchase()` overwrites the
-    bytes of fields 11 and 4 (both fixed length) in a copy. The splice is
-    checked against a real encode at start, so a dialect where it would be
-    wrong fails loudly instead of sending garbage.
+    bytes of fields 11 and 4 (both fixed length) in a copy and, with a MAC
+    key, recomputes the MAC over the new bytes and writes it over field 64.
+    Both splices are checked against a real encode (and a real
+    `MessageMac.sign`) at start, so a dialect where they would be wrong fails
+    loudly instead of sending garbage.
     """
 
-    def __init__(self, dialect: Dialect, codec: Codec, tid: str):
+    def __init__(self, dialect: Dialect, codec: Codec, tid: str, maced: bool):
         self.dialect = dialect
         self.codec = codec
         self.tid = tid
         self.sign_on = frame(dialect.framing, codec.encode(self.sign_on_message(1)))
-        body = codec.encode(self.purchase_message(0, 0))
+        body = codec.encode(self.purchase_message(0, 0, maced))
         prefix = len(frame(dialect.framing, body)) - len(body)
         self._frame = frame(dialect.framing, body)
         spans = codec.spans(body)
         self._stan_at = prefix + spans["11"][0]
         self._amount_at = prefix + spans["4"][0]
+        self._mac: tuple[Any, int, int, int] | None = None
+        if maced:
+            mac_field = dialect.roles["mac"]
+            if list(spans)[-1] != mac_field:
+                raise AssertionError(f"{dialect.name}: the MAC field is not the purchase's last field")
+            start, end = spans[mac_field]
+            self._mac = (MAC_SCHEMES[dialect.mac_scheme], prefix + spans["t"][0], prefix + start, prefix + end)
+        signer = MessageMac(codec) if maced else None
         for stan, amount in ((2, 123), (999_999, 987_654_321)):
-            expected = frame(dialect.framing, codec.encode(self.purchase_message(stan, amount)))
-            if self.purchase(stan, amount) != expected:
+            message = self.purchase_message(stan, amount, False)
+            encoded = signer.sign(message, _PROBE_KEY) if signer else codec.encode(message)
+            if self.purchase(stan, amount, _PROBE_KEY if maced else None) != frame(dialect.framing, encoded):
                 raise AssertionError(f"{dialect.name}: template splice differs from a real encode")
 
     def sign_on_message(self, stan: int) -> Message:
         message = Message("0800", {11: f"{stan:06d}", 41: self.tid, 42: MERCHANT})
         if self.dialect.name == "cup":
-            message[60], message[63] = "00000001001", "001"
+            message[60], message[63] = "00000001003", "001"
         else:
             self.dialect.set_role(message, "network_code", "001")
         return self._stamped(message)
 
-    def purchase_message(self, stan: int, amount: int) -> Message:
+    def purchase_message(self, stan: int, amount: int, placeholder_mac: bool = False) -> Message:
         card = benchmark_card()
         message = Message("0200", {
             3: "000000", 4: f"{amount:012d}", 11: f"{stan:06d}", 12: WHEN[4:], 13: WHEN[:4],
@@ -165,6 +219,8 @@ class Templates:
         })
         if self.dialect.name == "cup":
             message[60] = "22000001000"
+        if placeholder_mac:
+            message[int(self.dialect.roles["mac"])] = _PLACEHOLDER_MAC
         return self._stamped(message)
 
     def _stamped(self, message: Message) -> Message:
@@ -172,12 +228,15 @@ class Templates:
             message[7] = WHEN
         return message
 
-    def purchase(self, stan: int, amount: int) -> bytes:
+    def purchase(self, stan: int, amount: int, mac_key: bytes | None = None) -> bytes:
         data = bytearray(self._frame)
         stan_bytes = self._digits("11", f"{stan:06d}")
         amount_bytes = self._digits("4", f"{amount:012d}")
         data[self._stan_at : self._stan_at + len(stan_bytes)] = stan_bytes
         data[self._amount_at : self._amount_at + len(amount_bytes)] = amount_bytes
+        if self._mac is not None and mac_key is not None:
+            scheme, mab_at, mac_at, mac_end = self._mac
+            data[mac_at:mac_end] = scheme(mac_key, bytes(data[mab_at:mac_at]))
         return bytes(data)
 
     def _digits(self, key: str, digits: str) -> bytes:
@@ -205,18 +264,26 @@ class Tally:
     stop_sending: bool = False
     approved_total: int = 0
     approved_in_window: int = 0
+    received_in_window: int = 0
     latencies_ns: list[int] = field(default_factory=list)
     codes: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    verify_every: int = 1
+    verified: int = 0
+    mac_failures: int = 0
 
 
 class LoadConnection(asyncio.Protocol):
     """One terminal: signs on, then sends its next purchase from the callback that got the last answer."""
 
-    def __init__(self, templates: Templates, tally: Tally, idle: asyncio.Event):
+    def __init__(self, templates: Templates, tally: Tally, idle: asyncio.Event, tmk: bytes | None,
+                 checker: MessageMac | None):
         self.templates = templates
         self.tally = tally
         self.idle = idle
+        self.tmk = tmk
+        self.checker = checker
+        self.mac_key: bytes | None = None
         self.reader = FrameReader(templates.dialect.framing)
         self.framing = templates.dialect.framing
         self.spec = templates.dialect.spec
@@ -225,6 +292,7 @@ class LoadConnection(asyncio.Protocol):
         self.stan = 1
         self.sent_at = 0
         self.in_flight = False
+        self.answers = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -249,12 +317,22 @@ class LoadConnection(asyncio.Protocol):
         doc, _ = iso8583.decode(body, self.spec)
         code = doc.get("39", "??")
         if not self.signed_on.done():
-            self.signed_on.set_result(code)
+            self._take_keys(body, code)
             return
         tally = self.tally
+        self.answers += 1
+        if self.mac_key is not None and self.checker is not None and self.answers % tally.verify_every == 0:
+            tally.verified += 1
+            problem = self.checker.verify(body, self.mac_key)
+            if problem is not None:
+                tally.mac_failures += 1
+                if tally.mac_failures <= 5:
+                    tally.errors.append(f"{self.templates.tid}: answer refused: {problem}")
         tally.codes[code] = tally.codes.get(code, 0) + 1
         if code == "00":
             tally.approved_total += 1
+        if tally.window_start <= received <= tally.window_end:
+            tally.received_in_window += 1
         if tally.window_start <= self.sent_at and received <= tally.window_end:
             tally.latencies_ns.append(received - self.sent_at)
             if code == "00":
@@ -264,9 +342,20 @@ class LoadConnection(asyncio.Protocol):
         else:
             self.send_purchase()
 
+    def _take_keys(self, body: bytes, code: str) -> None:
+        """The sign-on answer: with a TMK, its field 62 must hold working keys whose check values match."""
+        if code == "00" and self.tmk is not None:
+            block = self.templates.dialect.get_role(self.templates.codec.decode(body), "working_keys")
+            if block is None:
+                self.signed_on.set_result("no working keys")
+                return
+            _, keys = unpack(self.tmk, bytes.fromhex(block))
+            self.mac_key = keys.mac_key
+        self.signed_on.set_result(code)
+
     def send_purchase(self) -> None:
         self.stan += 1
-        self._write(self.templates.purchase(self.stan, 100 + self.stan % 900))
+        self._write(self.templates.purchase(self.stan, 100 + self.stan % 900, self.mac_key))
 
     def _write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -279,13 +368,15 @@ class LoadConnection(asyncio.Protocol):
 class LoadResult:
     dialect: str
     terminals: int
+    mac: bool
     duration_s: float
     approved: int
     approved_per_s: float
     answers: int
     p50_ms: float
-    p95_ms: float
+    p90_ms: float
     p99_ms: float
+    p999_ms: float
     max_ms: float
     codes: dict[str, int]
     errors: list[str]
@@ -293,26 +384,43 @@ class LoadResult:
     approved_total: int
     journal_consistent: bool
     event_loop: str
+    host_cpu_s: float
+    """Host CPU time (user + system, all threads) inside the measured window."""
+    host_cpu_us_per_answer: float
+    generator_cpu_share: float
+    """The generator's CPU time over the window's wall time: near 1.0, it (not the host) sets the pace."""
+    verified: int
+    mac_failures: int
+    host_cost_ratio: float = float("nan")
+    """Host CPU per answer over raw pyiso8583 encode + decode of one message (filled in from the codec cost)."""
 
 
-async def drive(port: int, all_templates: list[Templates], duration: float) -> Tally:
+async def drive(host: HostProcess, all_templates: list[Templates], duration: float,
+                tmks: dict[str, bytes] | None, verify_every: int) -> tuple[Tally, float, float]:
+    """The closed loop; returns the tally, the host's CPU seconds and the generator's CPU share in the window."""
     loop = asyncio.get_running_loop()
-    tally = Tally()
+    tally = Tally(verify_every=verify_every)
     idle = asyncio.Event()
     connections: list[LoadConnection] = []
+    checker = MessageMac(all_templates[0].codec) if tmks is not None else None
     for templates in all_templates:
-        _, protocol = await loop.create_connection(lambda t=templates: LoadConnection(t, tally, idle), "127.0.0.1", port)
+        tmk = tmks[templates.tid] if tmks is not None else None
+        _, protocol = await loop.create_connection(
+            lambda t=templates, k=tmk: LoadConnection(t, tally, idle, k, checker), "127.0.0.1", host.port)
         connections.append(protocol)
-    answers = await asyncio.wait_for(asyncio.gather(*(c.signed_on for c in connections)), 30)
-    refused = [c.templates.tid for c, code in zip(connections, answers) if code != "00"]
+    answers = await asyncio.wait_for(asyncio.gather(*(c.signed_on for c in connections)), 60)
+    refused = [(c.templates.tid, code) for c, code in zip(connections, answers) if code != "00"]
     if refused:
-        raise RuntimeError(f"sign-on refused for {len(refused)} terminals, e.g. {refused[0]}")
+        raise RuntimeError(f"sign-on refused for {len(refused)} terminals, e.g. {refused[0][0]}: {refused[0][1]}")
     log(f"  {len(connections)} terminals signed on; sending purchases for {duration:g} s")
+    host_cpu_start, own_cpu_start = host.cpu_seconds(), time.process_time()
     tally.window_start = time.perf_counter_ns()
     tally.window_end = tally.window_start + int(duration * 1e9)
     for connection in connections:
         connection.send_purchase()
     await asyncio.sleep(duration)
+    host_cpu = host.cpu_seconds() - host_cpu_start
+    own_share = (time.process_time() - own_cpu_start) / ((time.perf_counter_ns() - tally.window_start) / 1e9)
     tally.stop_sending = True
     deadline = loop.time() + 10
     while any(c.in_flight for c in connections) and loop.time() < deadline:
@@ -327,7 +435,7 @@ async def drive(port: int, all_templates: list[Templates], duration: float) -> T
     for connection in connections:
         assert connection.transport is not None
         connection.transport.close()
-    return tally
+    return tally, host_cpu, own_share
 
 
 def percentile(ordered: list[int], fraction: float) -> float:
@@ -344,19 +452,22 @@ def journal_approvals(db: Path) -> int:
         ).fetchone()[0]
 
 
-def run_load(dialect_name: str, terminals: int, duration: float, workdir: Path) -> LoadResult:
+def run_load(dialect_name: str, terminals: int, duration: float, workdir: Path, maced: bool,
+             verify_every: int) -> LoadResult:
     dialect = load_dialect(dialect_name)
     codec = Codec(dialect)
     tids = terminal_ids(terminals)
-    folder = workdir / f"fixtures-{dialect_name}"
+    tmks = master_keys(tids) if maced else None
+    name = f"{dialect_name}-{terminals}-{'mac' if maced else 'nomac'}"
+    folder = workdir / f"fixtures-{name}"
     folder.mkdir()
-    write_fixtures(folder, tids)
-    db = workdir / f"journal-{dialect_name}.sqlite"
-    all_templates = [Templates(dialect, codec, tid) for tid in tids]
-    log(f"{dialect_name}: starting the host")
+    write_fixtures(folder, tids, tmks)
+    db = workdir / f"journal-{name}.sqlite"
+    all_templates = [Templates(dialect, codec, tid, maced) for tid in tids]
+    log(f"{dialect_name}, {terminals} terminals, {'MAC' if maced else 'no MAC'}: starting the host")
     host = start_host(dialect_name, folder, db)
     try:
-        tally = asyncio.run(drive(host.port, all_templates, duration))
+        tally, host_cpu, own_share = asyncio.run(drive(host, all_templates, duration, tmks, verify_every))
     finally:
         host.stop()
     ordered = sorted(tally.latencies_ns)
@@ -364,13 +475,15 @@ def run_load(dialect_name: str, terminals: int, duration: float, workdir: Path) 
     return LoadResult(
         dialect=dialect_name,
         terminals=terminals,
+        mac=maced,
         duration_s=duration,
         approved=tally.approved_in_window,
         approved_per_s=tally.approved_in_window / duration,
         answers=sum(tally.codes.values()),
         p50_ms=percentile(ordered, 0.50),
-        p95_ms=percentile(ordered, 0.95),
+        p90_ms=percentile(ordered, 0.90),
         p99_ms=percentile(ordered, 0.99),
+        p999_ms=percentile(ordered, 0.999),
         max_ms=ordered[-1] / 1e6 if ordered else float("nan"),
         codes=dict(sorted(tally.codes.items())),
         errors=tally.errors,
@@ -378,6 +491,11 @@ def run_load(dialect_name: str, terminals: int, duration: float, workdir: Path) 
         approved_total=tally.approved_total,
         journal_consistent=in_journal == tally.approved_total,
         event_loop=host.event_loop,
+        host_cpu_s=host_cpu,
+        host_cpu_us_per_answer=host_cpu / tally.received_in_window * 1e6 if tally.received_in_window else float("nan"),
+        generator_cpu_share=own_share,
+        verified=tally.verified,
+        mac_failures=tally.mac_failures,
     )
 
 
@@ -398,7 +516,7 @@ def codec_cost(dialect_name: str, rounds: int = 60, per_round: int = 50) -> Code
     counts, so a noisy moment penalises neither side; the garbage collector waits, as in timeit."""
     dialect = load_dialect(dialect_name)
     codec = Codec(dialect)
-    request = Templates(dialect, codec, terminal_ids(1)[0]).purchase_message(123, 1250)
+    request = Templates(dialect, codec, terminal_ids(1)[0], maced=False).purchase_message(123, 1250)
     answer = Message("0210", {n: request[n] for n in (3, 4, 7, 11, 25, 41, 42, 49, 60) if n in request})
     answer.fields.update({12: "100000", 13: "0615", 37: "616600000001", 38: "123456", 39: "00"})
     messages = [request, answer]
@@ -438,10 +556,15 @@ def codec_cost(dialect_name: str, rounds: int = 60, per_round: int = 50) -> Code
 def report(loads: list[LoadResult], costs: list[CodecCost]) -> str:
     lines = [f"possim host throughput — {os.cpu_count()} cores, Python {sys.version.split()[0]}", ""]
     for r in loads:
+        mac = f"MAC checked by the host, {r.verified:,} answer MACs verified" if r.mac else "no MAC"
         lines += [
-            f"{r.dialect}: {r.terminals} terminals, {r.duration_s:g} s, journal on, event loop {r.event_loop}",
+            f"{r.dialect}: {r.terminals} terminals, {mac}, {r.duration_s:g} s, journal on, event loop {r.event_loop}",
             f"  approved purchases  {r.approved_per_s:,.0f}/s ({r.approved:,} in the window)",
-            f"  latency             p50 {r.p50_ms:.2f} ms  p95 {r.p95_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  max {r.max_ms:.2f} ms",
+            f"  latency             p50 {r.p50_ms:.2f}  p90 {r.p90_ms:.2f}  p99 {r.p99_ms:.2f}  p99.9 {r.p999_ms:.2f}"
+            f"  max {r.max_ms:.2f} ms",
+            f"  host CPU            {r.host_cpu_us_per_answer:.0f} µs per answer"
+            f" ({r.host_cost_ratio:.1f}× raw pyiso8583 encode + decode), {r.host_cpu_s / r.duration_s:.0%} of a core;"
+            f" generator {r.generator_cpu_share:.0%} of a core",
             f"  answers by code     {', '.join(f'{c}: {n:,}' for c, n in r.codes.items()) or 'none'}"
             f"  (non-00: {sum(n for c, n in r.codes.items() if c != '00'):,})",
             f"  errors              {len(r.errors)}" + "".join(f"\n    {e}" for e in r.errors[:5]),
@@ -455,8 +578,9 @@ def report(loads: list[LoadResult], costs: list[CodecCost]) -> str:
             lines.append(f"  {c.dialect:<12} possim {c.codec_us:6.1f} µs   pyiso8583 {c.raw_us:6.1f} µs   {c.ratio:.2f}×")
         lines.append("")
     loads_summary = "; ".join(
-        f"{r.dialect} {r.approved_per_s:,.0f}/s ({r.approved_per_s / TARGET_RATE:.2f} of the target rate),"
-        f" p99 {r.p99_ms:.1f} ms, {r.terminals} terminals" for r in loads
+        f"{r.dialect} {'MAC' if r.mac else 'no MAC'} {r.terminals} terminals {r.approved_per_s:,.0f}/s"
+        f" ({r.approved_per_s / TARGET_RATE:.2f} of the target rate), p99 {r.p99_ms:.1f} ms,"
+        f" host {r.host_cost_ratio:.1f}× raw codec" for r in loads
     )
     codec = ", ".join(f"{c.dialect} {c.ratio:.2f}×" for c in costs)
     lines.append(
@@ -467,24 +591,40 @@ def report(loads: list[LoadResult], costs: list[CodecCost]) -> str:
     return "\n".join(lines)
 
 
+def terminal_counts(text: str) -> list[int]:
+    """`1,50,500` → [1, 50, 500]; argparse turns the ValueError into a usage error."""
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or any(not 1 <= n <= 9_999_999 for n in counts):
+        raise ValueError(text)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--terminals", type=int, default=TARGET_TERMINALS, help="connections, one terminal each (default 50)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per dialect (default 10)")
+    parser.add_argument("--terminals", type=terminal_counts, default=terminal_counts(DEFAULT_TERMINALS),
+                        help=f"comma-separated terminal counts, one run each (default {DEFAULT_TERMINALS})")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per run (default 10)")
     parser.add_argument("--dialect", choices=(*DIALECTS, "all"), default="cup",
                         help="dialect(s) of the load run (default cup); the codec cost is measured for every dialect")
+    parser.add_argument("--no-mac", action="store_true", help="terminals without a master key: no MAC anywhere")
+    parser.add_argument("--verify-every", type=int, default=1, metavar="N",
+                        help="the generator checks the MAC of one answer in N (default 1: every answer)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     args = parser.parse_args(argv)
-    if args.terminals < 1 or args.terminals > 9_999_999 or args.duration <= 0:
-        parser.error("--terminals must be 1..9999999 and --duration positive")
+    if args.duration <= 0 or args.verify_every < 1:
+        parser.error("--duration must be positive and --verify-every at least 1")
     dialects = DIALECTS if args.dialect == "all" else (args.dialect,)
     workdir = Path(tempfile.mkdtemp(prefix="possim-bench-"))
     try:
-        loads = [run_load(name, args.terminals, args.duration, workdir) for name in dialects]
+        loads = [run_load(name, count, args.duration, workdir, not args.no_mac, args.verify_every)
+                 for name in dialects for count in args.terminals]
         log("measuring codec cost")
         costs = [codec_cost(name) for name in DIALECTS]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    raw = {c.dialect: c.raw_us for c in costs}
+    for r in loads:
+        r.host_cost_ratio = r.host_cpu_us_per_answer / raw[r.dialect]
     if args.json:
         print(json.dumps({
             "cores": os.cpu_count(),
@@ -496,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         }, indent=2))
     else:
         print(report(loads, costs))
-    worked = all(r.journal_consistent and r.answers > 0 for r in loads)
+    worked = all(r.journal_consistent and r.answers > 0 and r.mac_failures == 0 for r in loads)
     return 0 if worked else 1
 
 

@@ -8,6 +8,10 @@ every function checks lengths and says which parameter is wrong.
 
 from __future__ import annotations
 
+import threading
+from functools import lru_cache
+from typing import Any
+
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -68,23 +72,57 @@ def _blocks(data: bytes, size: int, name: str) -> bytes:
     return data
 
 
+@lru_cache(maxsize=4096)
+def _tdes(key: bytes, iv: bytes | None) -> Cipher:
+    """A TDES cipher (ECB without `iv`, else CBC), kept for the keys in use: building one costs as much as
+    encrypting a block with it, and each encryptor() or decryptor() is a fresh context, so it can be shared.
+    The cache is this process's memory only, like the keys its callers hold."""
+    return Cipher(TripleDES(tdes_key(key)), modes.ECB() if iv is None else modes.CBC(iv))
+
+
+_ECB_CONTEXTS = 4096
+"""ECB contexts a thread keeps (one or two per key in use: encrypting, decrypting) before it starts afresh:
+room for the MAC key of every terminal a host serves, at about 2 KB a key."""
+_per_thread = threading.local()
+
+
+def _ecb_context(key: bytes, encrypt: bool) -> Any:
+    """A TDES ECB context for `key`, kept by this thread and used for every call.
+
+    ECB chains nothing, and with whole blocks and no padding `update` returns
+    every block at once and keeps nothing back, so a context never needs
+    finishing and one serves any number of calls — sparing OpenSSL a context
+    and a key schedule per call, which cost more than the block itself (a MAC
+    takes two). A context must not be shared between threads, hence one set
+    per thread; like the keys its callers hold, it lives in memory only.
+    """
+    contexts: dict[tuple[bytes, bool], Any] | None = getattr(_per_thread, "ecb", None)
+    if contexts is None:
+        contexts = _per_thread.ecb = {}
+    context = contexts.get((key, encrypt))
+    if context is None:
+        cipher = _tdes(key, None)
+        if len(contexts) >= _ECB_CONTEXTS:
+            contexts.clear()
+        context = contexts[key, encrypt] = cipher.encryptor() if encrypt else cipher.decryptor()
+    return context
+
+
 def tdes_ecb_encrypt(key: bytes, data: bytes) -> bytes:
-    encryptor = Cipher(TripleDES(tdes_key(key)), modes.ECB()).encryptor()
-    return encryptor.update(_blocks(data, DES_BLOCK, "data")) + encryptor.finalize()
+    return _ecb_context(bytes(key), True).update(_blocks(data, DES_BLOCK, "data"))
 
 
 def tdes_ecb_decrypt(key: bytes, data: bytes) -> bytes:
-    decryptor = Cipher(TripleDES(tdes_key(key)), modes.ECB()).decryptor()
-    return decryptor.update(_blocks(data, DES_BLOCK, "data")) + decryptor.finalize()
+    return _ecb_context(bytes(key), False).update(_blocks(data, DES_BLOCK, "data"))
 
 
 def tdes_cbc_encrypt(key: bytes, data: bytes, iv: bytes = bytes(DES_BLOCK)) -> bytes:
-    encryptor = Cipher(TripleDES(tdes_key(key)), modes.CBC(iv)).encryptor()
+    encryptor = _tdes(bytes(key), bytes(iv)).encryptor()
     return encryptor.update(_blocks(data, DES_BLOCK, "data")) + encryptor.finalize()
 
 
 def tdes_cbc_decrypt(key: bytes, data: bytes, iv: bytes = bytes(DES_BLOCK)) -> bytes:
-    decryptor = Cipher(TripleDES(tdes_key(key)), modes.CBC(iv)).decryptor()
+    decryptor = _tdes(bytes(key), bytes(iv)).decryptor()
     return decryptor.update(_blocks(data, DES_BLOCK, "data")) + decryptor.finalize()
 
 

@@ -13,8 +13,11 @@ Every block cipher call goes through cipher.py; this module only chains blocks.
 
 from __future__ import annotations
 
+import operator
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import reduce
 
 from .cipher import (
     AES_BLOCK,
@@ -92,13 +95,11 @@ def cup_ecb_mac(key: bytes, mab: bytes) -> CupMac:
     16 ASCII characters, encrypt the first 8 under the MAC key, XOR with the
     last 8, encrypt again and hex-expand: field 64 carries the first 8 characters.
     """
-    padded = pad(mab, 1)
-    folded = bytes(DES_BLOCK)
-    for start in range(0, len(padded), DES_BLOCK):
-        folded = xor(folded, padded[start : start + DES_BLOCK])
+    # XOR is bytewise, so folding the blocks as native 64-bit words gives the same 8 bytes, at C speed.
+    folded = reduce(operator.xor, memoryview(pad(mab, 1)).cast("Q"), 0).to_bytes(DES_BLOCK, sys.byteorder)
     expanded = folded.hex().upper().encode("ascii")
-    first = tdes_ecb_encrypt(key, expanded[:DES_BLOCK])
-    final = tdes_ecb_encrypt(key, xor(first, expanded[DES_BLOCK:]))
+    first = int.from_bytes(tdes_ecb_encrypt(key, expanded[:DES_BLOCK]), "big")
+    final = tdes_ecb_encrypt(key, (first ^ int.from_bytes(expanded[DES_BLOCK:], "big")).to_bytes(DES_BLOCK, "big"))
     full = final.hex().upper().encode("ascii")
     return CupMac(full=full, field64=full[:DES_BLOCK])
 

@@ -85,19 +85,23 @@ class MessageMac:
                 message.fields.pop(number, None)
         number = self.field_for(message)
         message[number] = _PLACEHOLDER
-        body = self.codec.encode(message)
-        spans = self.codec.spans(body)
+        body, spans = self.codec.encode_spans(message)
         start, end = spans[str(number)]
         mac = self._mac(key, _block(body, spans, str(number)))
         message[number] = mac.hex().upper()
         return body[:start] + mac + body[end:]
 
-    def verify(self, body: bytes, key: bytes) -> str | None:
-        """Why the encoded message `body` does not carry a good MAC under `key`, or None when it does."""
-        try:
-            spans = self.codec.spans(body)
-        except (CodecError, ValueError) as exc:
-            return f"MAC cannot be checked: {exc}"
+    def verify(self, body: bytes, key: bytes, spans: dict[str, tuple[int, int]] | None = None) -> str | None:
+        """Why the encoded message `body` does not carry a good MAC under `key`, or None when it does.
+
+        `spans`: the byte ranges of `body`'s parts when the caller has them already (`Codec.decode_spans`
+        of these very bytes), which spares decoding the message a second time.
+        """
+        if spans is None:
+            try:
+                spans = self.codec.spans(body)
+            except (CodecError, ValueError) as exc:
+                return f"MAC cannot be checked: {exc}"
         present = {int(part) for part in spans if part.isdigit() and part != "1"}
         number = self._field_among(present)
         if number not in present:

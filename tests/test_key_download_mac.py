@@ -245,3 +245,37 @@ def test_a_terminal_with_keys_must_mac(tmp_path):
             await close(bare)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_new_sign_on_retires_the_old_mac_key(tmp_path, dialect):
+    """The host keeps each terminal's clear MAC key in memory once unwrapped; a second sign-on must replace it:
+    a purchase MACed under the first key is refused, and one under the new key is approved and answered under it."""
+    from possim.hsm_mock.message_mac import MessageMac
+    from possim.terminal.messages import build_purchase
+
+    async def main():
+        async with Host(dialect, tmp_path) as host:
+            terminal = host.terminal(tmp_path / "t.sqlite")
+            assert (await terminal.sign_on()).approved
+            assert (await terminal.purchase(1000, resolve_card("approve"))).approved  # the host has used (and kept) key 1
+            _, first_key = host.host_keys()
+            assert (await terminal.sign_on()).approved
+            _, second_key = host.host_keys()
+            assert second_key != first_key
+            request = build_purchase(
+                terminal.dialect, tid=TID, mid=terminal.profile.mid, stan=terminal.state.next_stan(),
+                now=terminal.clock(), amount=700, currency="156", card=resolve_card("approve"), manual=False,
+                pin_pad=True, batch_number=terminal.state.batch_number,
+            )
+            body = MessageMac(terminal.codec).sign(request, first_key)
+            payload = await terminal.link.exchange(frame(terminal.framing, body), 2.0)
+            answer = terminal.codec.decode(split_envelope(terminal.framing, payload)[1])
+            assert answer[39] == {"cup": "A0"}.get(dialect, "63")
+            assert host.core.journal.balance("A-1001") == OPENING - 1000
+            # The terminal, which took the second keys, is served (its answer's MAC checked under them).
+            assert (await terminal.purchase(500, resolve_card("approve"))).approved
+            assert host.core.journal.balance("A-1001") == OPENING - 1500
+            await close(terminal)
+
+    asyncio.run(main())

@@ -108,6 +108,15 @@ class Codec:
         self._text_bitmaps = tuple(k for k in ("p", "1") if dialect.spec[k]["data_enc"] != "b")
 
     def encode(self, message: Message) -> bytes:
+        return self._encode(message)[0]
+
+    def encode_spans(self, message: Message) -> tuple[bytes, dict[str, tuple[int, int]]]:
+        """The encoded message and the byte ranges of its parts (as `spans` gives), without decoding it again:
+        what signing needs."""
+        data, encoded = self._encode(message)
+        return data, field_spans(encoded)
+
+    def _encode(self, message: Message) -> tuple[bytes, dict[str, dict[str, bytes]]]:
         if not isinstance(message.mti, str) or not _MTI.match(message.mti):
             raise CodecError("t", None, "expected 4 digits")
         doc: dict[str, Any] = {"t": message.mti}
@@ -118,10 +127,10 @@ class Codec:
                 self._check_encodable(number, value)  # raises, naming what is wrong
             doc[rule[0]] = value
         try:
-            data, _ = iso8583.encode(doc, self._spec)
+            data, encoded = iso8583.encode(doc, self._spec)
         except EncodeError as exc:
             raise CodecError(exc.field, None, exc.msg) from None
-        return bytes(data)
+        return bytes(data), encoded
 
     def _check_encodable(self, number: object, value: object) -> None:
         if not isinstance(number, int) or number not in _FIELD_NUMBERS or number == _TERTIARY:
@@ -152,6 +161,15 @@ class Codec:
         return None
 
     def decode(self, data: bytes) -> Message:
+        return self._decode(data)[0]
+
+    def decode_spans(self, data: bytes) -> tuple[Message, dict[str, tuple[int, int]]]:
+        """The decoded message and the byte ranges of its parts (as `spans` gives), from one decode:
+        what checking its MAC needs."""
+        message, encoded = self._decode(data)
+        return message, field_spans(encoded)
+
+    def _decode(self, data: bytes) -> tuple[Message, dict[str, dict[str, bytes]]]:
         data = bytes(data)
         try:
             doc, encoded = iso8583.decode(data, self._decode_spec)
@@ -175,7 +193,7 @@ class Codec:
                 suspect = True
         if suspect:
             raise self._content_error(doc, encoded)
-        return Message(mti, fields)
+        return Message(mti, fields), encoded
 
     def _content_error(self, doc: dict[str, str], encoded: dict[str, dict[str, bytes]]) -> CodecError:
         """The error for a message pyiso8583 could read but whose content breaks a rule."""

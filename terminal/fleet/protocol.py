@@ -143,12 +143,12 @@ class FleetTerminal:
         """Read the answer to `request` (a frame's payload); AnswerError when it cannot be taken."""
         try:
             body = answer_body(self.dialect.framing, payload)
-            answer = self.codec.decode(body)
+            answer, spans = self.codec.decode_spans(body)
         except (CodecError, FramingError) as exc:
             raise AnswerError(f"answer unreadable: {exc}") from None
         problem = answer_problem(request.message, answer)
         if problem is None and self._maced(request.message) and self._mac is not None and self._mac_key is not None:
-            problem = self._mac.verify(body, self._mac_key)
+            problem = self._mac.verify(body, self._mac_key, spans)
             problem = f"answer {problem}" if problem else None
         if problem is not None:
             raise AnswerError(problem)
