@@ -2217,12 +2217,14 @@ def replay(paths: tuple[Path, ...], host_address: str | None, embedded: bool, di
 @click.option("--stan-from", type=click.IntRange(min=0, max=999_998), help="Every terminal's first STAN less one (default: ten a second since midnight, so a second run the same day sends new STANs).")
 @click.option("--out", "out_dir", default="load-report", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json and report.html.")
 @click.option("--max-error-rate", metavar="RATE", help="Exit 1 when the share of transactions not approved (declines, timeouts, errors) is above this: 0.01 or 1%.")
+@click.option("--stans", "stan_book", type=click.Path(dir_okay=False, path_type=Path), help="With --host: the file where each terminal's last STAN per host is kept, so the next run carries on (default: in possim's state folder).")
+@click.option("--make-fixtures", "fixtures_out", type=click.Path(file_okay=False, path_type=Path), help="Write fixtures for a fleet of --terminals (terminals with master keys, accounts no run empties, no scenario rules) to this folder and exit: start the host and the fleet with them.")
 @click.option("--locustfile", "show_locustfile", is_flag=True, help="Print the path of the Locust file that drives a fleet from Locust (docs/locust.md) and exit.")
 @json_option
 def load(host_address: str | None, embedded: bool, dialect: str, terminals: int, rate: str | None, duration: str,
          mix: str, amount: str, card: str, timeout: float, fixtures_dir: Path | None, tid_from: str | None,
          mid: str | None, permissive: bool, seed: int, stan_from: int | None, out_dir: Path, max_error_rate: str | None,
-         show_locustfile: bool, as_json: bool) -> None:
+         stan_book: Path | None, fixtures_out: Path | None, show_locustfile: bool, as_json: bool) -> None:
     """Drive a fleet of simulated terminals against a host and report throughput and latency.
 
     Every terminal signs on first, then sends the mix until the duration is
@@ -2244,12 +2246,22 @@ def load(host_address: str | None, embedded: bool, dialect: str, terminals: int,
 
         click.echo(str(locustfile_path()))
         return
+    if fixtures_out is not None:
+        from possim.lab import fleet_fixtures
+
+        written = fleet_fixtures(fixtures_out, terminals, seed=seed)
+        emit(as_json, {"fixtures": str(written.resolve()), "terminals": terminals},
+             lambda r: f"fixtures for {r['terminals']} terminals in {r['fixtures']}: start the host with "
+                       f"--fixtures {r['fixtures']} and possim load --host with the same")
+        return
     if embedded == (host_address is not None):
         raise click.UsageError("give exactly one of --host HOST:PORT and --embedded")
     if embedded and (fixtures_dir or tid_from or mid):
         raise click.UsageError("--fixtures, --tid-from and --mid describe the fleet for --host; --embedded makes its own")
     if permissive and not embedded:
         raise click.UsageError("--permissive starts the embedded host so: with --host, start that host with it")
+    if embedded and stan_book is not None:
+        raise click.UsageError("--stans keeps STANs between runs against one host: --embedded starts a fresh one")
     address = _address(host_address, "--host") if host_address is not None else None
     ceiling = _error_rate(max_error_rate) if max_error_rate is not None else None
     load_dialect(dialect)  # a bad dialect fails before anything starts
@@ -2259,6 +2271,7 @@ def load(host_address: str | None, embedded: bool, dialect: str, terminals: int,
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     from possim.lab import fleet_fixtures, host_process
+    from possim.terminal.fleet.stans import StanBook, default_book
 
     def show(snapshot: Any) -> None:
         if not as_json:
@@ -2277,14 +2290,22 @@ def load(host_address: str | None, embedded: bool, dialect: str, terminals: int,
             target = f"{running.address[0]}:{running.address[1]} (embedded)" if running else str(host_address)
             fleet = build_fleet(terminals, dialect, card=card, fixtures_dir=fixtures_dir,
                                 tid_from="90000001" if permissive else tid_from, mid=mid, stan_from=stan_from)
+            book = StanBook(stan_book or default_book()) if not embedded else None
+            carried = book.carry_on(str(host_address), fleet) if book is not None and stan_from is None else 0
             if not as_json:
-                click.echo(f"{terminals} terminals signing on to {target} …", err=True)
-            report, recorder = asyncio.run(run_load(plan, fleet, running.address if running else address,
-                                                    target=target, mix_text=mix, progress=show))
+                click.echo(f"{terminals} terminals signing on to {target}"
+                           + (f" ({carried} carrying on their STANs from {book.path})" if book and carried else "")
+                           + " …", err=True)
+            try:
+                report, recorder = asyncio.run(run_load(plan, fleet, running.address if running else address,
+                                                        target=target, mix_text=mix, progress=show))
+            finally:
+                if book is not None:
+                    book.remember(str(host_address), fleet)
     figures = report["figures"]
     failed = ceiling is not None and figures["error_rate"] > ceiling
     report["verdict"] = (f"FAIL: error rate {figures['error_rate']:.2%} above {ceiling:.2%}" if failed
-                         else "PASS" if ceiling is not None else "")
+                         else "PASS" if ceiling is not None else None)
     report["files"] = {"json": str((out_dir / "report.json").resolve()), "html": str((out_dir / "report.html").resolve())}
     write_report(report, [v * 1000 for v in recorder.latencies], out_dir / "report.json", out_dir / "report.html")
     emit(as_json, report, _load_text)
@@ -2307,13 +2328,14 @@ def _load_text(report: dict[str, Any]) -> str:
     run, figures = report["run"], report["figures"]
     latency = figures["latency_ms"]
     lines = [
-        f"{run['signed_on']} of {run['terminals']} terminals on {run['target']} ({run['dialect']}), {run['mode']}, "
+        f"{run['signed_on']} of {run['terminals']} terminals on {run['target']}, {run['dialect']}, {run['mode']}, "
         f"{run['duration_s']:.1f} s",
         f"{figures['transactions']:,} transactions, {figures['tps']:,.1f} TPS ({figures['approved_tps']:,.1f} approved), "
         f"error rate {figures['error_rate']:.2%}",
+        "latency ms: none answered" if latency is None else
         f"latency ms: p50 {latency['p50']:.2f}  p90 {latency['p90']:.2f}  p99 {latency['p99']:.2f}  "
         f"p99.9 {latency['p99.9']:.2f}  max {latency['max']:.2f}",
-        "codes: " + ", ".join(f"{code} {count:,}" for code, count in figures["response_codes"].items()),
+        "codes: " + (", ".join(f"{code} {count:,}" for code, count in figures["response_codes"].items()) or "none"),
         f"timeouts {figures['timeouts']:,}, reversals {figures['reversals']['sent']:,} "
         f"({figures['reversals']['approved']:,} approved), unreadable {figures['unreadable']:,}, "
         f"link errors {figures['link_errors']:,}",

@@ -702,7 +702,7 @@ async def _load_run(report: DemoReport, out: Path, dialect: str) -> dict[str, Pa
         "every transaction approved" if figures["transactions"] and not (figures["transactions"] - figures["approved"])
         else f"{figures['transactions'] - figures['approved']} of {figures['transactions']} not approved",
         {"transactions": figures["transactions"], "tps": round(figures["tps"], 1),
-         "p99_ms": round(figures["latency_ms"]["p99"], 2), "kinds": {k: v["count"] for k, v in figures["kinds"].items()},
+         "p99_ms": round(figures["latency_ms"]["p99"], 2) if figures["latency_ms"] else None, "kinds": {k: v["count"] for k, v in figures["kinds"].items()},
          "report": str(html)},
     ))
     return {"load_report": html, "load_report_json": data}

@@ -58,15 +58,22 @@ def test_an_embedded_run_writes_its_report_and_prints_one_json_object(tmp_path: 
 
 
 def test_against_a_separate_host_the_journal_holds_what_the_report_counted(tmp_path: Path) -> None:
+    """Two runs in a row with the same amount: the second carries on the first one's STANs (the STAN book), so
+    the host approves each request anew instead of answering it as a retransmission of the first run's."""
     fixtures = fleet_fixtures(tmp_path / "fixtures", 6)
+    stans = tmp_path / "stans.json"
     with host_process("iso87binary", tmp_path / "host", fixtures_dir=fixtures) as host:
         address = f"{host.address[0]}:{host.address[1]}"
-        run = load("--host", address, "--fixtures", str(fixtures), "--dialect", "iso87binary", "--terminals", "6",
-                   "--duration", "1s", "--mix", "purchase:80,refund:20", "--out", str(tmp_path / "r"), "--json")
+        common = ["--host", address, "--fixtures", str(fixtures), "--dialect", "iso87binary", "--terminals", "6",
+                  "--stans", str(stans), "--json"]
+        run = load(*common, "--duration", "1s", "--mix", "purchase:80,refund:20", "--out", str(tmp_path / "r"))
         assert run.returncode == 0, run.stderr
-        again = load("--host", address, "--fixtures", str(fixtures), "--dialect", "iso87binary", "--terminals", "6",
-                     "--duration", "0.5s", "--out", str(tmp_path / "r2"), "--json", "--stan-from", "500000")
+        after_first = json.loads(stans.read_text())[address]
+        again = load(*common, "--duration", "0.5s", "--out", str(tmp_path / "r2"))
         assert again.returncode == 0, again.stderr
+    book = json.loads(stans.read_text())[address]
+    assert set(book) == {f"{90000001 + n:08d}" for n in range(6)}
+    assert all(book[tid] > after_first[tid] for tid in book)
     first, second = json.loads(run.stdout)["figures"], json.loads(again.stdout)["figures"]
     assert first["approved"] == first["transactions"] and second["approved"] == second["transactions"]
     journal = approved_rows(tmp_path / "host" / "journal.sqlite")
@@ -82,10 +89,12 @@ def test_unanswered_requests_are_reversed_and_a_bad_run_exits_1(tmp_path: Path) 
     with host_process("cup", tmp_path / "host", fixtures_dir=fixtures) as host:
         run = load("--host", f"{host.address[0]}:{host.address[1]}", "--fixtures", str(fixtures), "--terminals", "2",
                    "--duration", "1s", "--amount", f"{LOST / 100:.2f}", "--timeout", "0.3", "--json",
-                   "--out", str(tmp_path / "r"), "--max-error-rate", "1%")
+                   "--out", str(tmp_path / "r"), "--max-error-rate", "1%", "--stans", str(tmp_path / "stans.json"))
     assert run.returncode == 1, run.stderr
     figures = json.loads(run.stdout)["figures"]
     assert figures["timeouts"] == figures["transactions"] > 0
+    assert figures["latency_ms"] is None and figures["response_codes"] == {}
+    assert sum(figures["tps_per_second"]) == figures["transactions"]
     assert figures["reversals"] == {"sent": figures["timeouts"], "approved": figures["timeouts"]}
     assert json.loads(run.stdout)["verdict"].startswith("FAIL: error rate 100.00% above 1.00%")
     with sqlite3.connect(tmp_path / "host" / "journal.sqlite") as journal:
@@ -125,6 +134,7 @@ def test_no_card_data_in_the_report_files(tmp_path: Path) -> None:
     (["--embedded", "--max-error-rate", "lots"], "--max-error-rate"),
     (["--embedded", "--tid-from", "90000001"], "describe the fleet for --host"),
     (["--host", "127.0.0.1:1", "--permissive"], "--permissive"),
+    (["--embedded", "--stans", "x.json"], "--stans"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     run = load(*args)
@@ -132,7 +142,16 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> 
 
 
 def test_a_fleet_larger_than_the_fixtures_or_an_unreachable_host_is_one_line(tmp_path: Path) -> None:
-    run = load("--host", "127.0.0.1:9", "--terminals", "500", "--duration", "1s")
+    stans = ("--stans", str(tmp_path / "stans.json"))
+    run = load("--host", "127.0.0.1:9", "--terminals", "500", "--duration", "1s", *stans)
     assert run.returncode == 1 and "terminals.yaml has" in run.stderr and len(run.stderr.strip().splitlines()) == 1
-    run = load("--host", "127.0.0.1:9", "--terminals", "2", "--duration", "1s", "--timeout", "1")
+    run = load("--host", "127.0.0.1:9", "--terminals", "2", "--duration", "1s", "--timeout", "1", *stans)
     assert run.returncode == 1 and "no terminal signed on" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_make_fixtures_writes_a_fleet_a_separate_host_and_the_fleet_share(tmp_path: Path) -> None:
+    run = load("--make-fixtures", str(tmp_path / "fx"), "--terminals", "7", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"fixtures": str((tmp_path / "fx").resolve()), "terminals": 7}
+    terminals = load_fixture("terminals.yaml", tmp_path / "fx")["terminals"]
+    assert len(terminals) == 7 and len({t["tmk"] for t in terminals}) == 7

@@ -123,6 +123,14 @@ def test_percentiles_are_nearest_rank_and_the_summary_counts_every_outcome() -> 
     assert summary["response_codes"] == {"00": 2, "51": 1}
     assert summary["kinds"]["purchase"]["count"] == 3 and summary["kinds"]["purchase"]["approved"] == 1
     assert summary["latency_ms"]["max"] == pytest.approx(30.0) and summary["latency_ms"]["p50"] == pytest.approx(20.0)
-    assert summary["tps_per_second"] == [1, 2, 0] and summary["errors_per_second"] == [0, 1, 2]
+    assert summary["tps_per_second"] == [1, 2, 2] and summary["errors_per_second"] == [0, 1, 2]
     assert summary["reversals"] == {"sent": 1, "approved": 1}
     assert (summary["timeouts"], summary["unreadable"]) == (1, 1)
+
+
+def test_a_run_with_no_answer_has_no_latency_rather_than_zero() -> None:
+    recorder = Recorder()
+    recorder.failed("purchase", 0.5, timeout=True)
+    summary = recorder.summary(1.0)
+    assert summary["latency_ms"] is None and summary["kinds"]["purchase"]["latency_ms"] is None
+    assert summary["tps_per_second"] == [1] and summary["error_rate"] == 1.0

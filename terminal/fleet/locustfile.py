@@ -53,7 +53,7 @@ from possim.wire.money import currency as lookup_currency
 
 REQUEST_TYPE = "ISO8583"
 """The "Type" column of Locust's statistics; the "Name" is the kind: signon, purchase, refund, qr, reversal."""
-DEFAULT_MIX = "purchase:80,refund:5,qr:15"
+DEFAULT_MIX = "purchase:100"
 LAST_TID = 99_999_999
 NOT_REVERSED = ("signon", "reversal")
 """Kinds whose failure owes no reversal: a sign-on moves no money, and a reversal is not itself reversed."""

@@ -36,14 +36,14 @@ def render_html(report: dict[str, Any], latencies_ms: Sequence[float]) -> str:
     latency = figures["latency_ms"]
     rows = "".join(
         f"<tr><td>{html.escape(kind)}</td><td>{k['count']:,}</td><td>{k['approved']:,}</td>"
-        f"<td>{k['latency_ms']['p50']:.2f}</td><td>{k['latency_ms']['p99']:.2f}</td></tr>"
+        f"<td>{_ms(k['latency_ms'], 'p50')}</td><td>{_ms(k['latency_ms'], 'p99')}</td></tr>"
         for kind, k in figures["kinds"].items()
     )
     codes = "".join(f"<tr><td>{html.escape(code)}</td><td>{count:,}</td></tr>"
                     for code, count in figures["response_codes"].items())
     run = report["run"]
     title = f"possim load — {run['terminals']} terminals, {run['dialect']}, {html.escape(run['target'])}"
-    verdict = report.get("verdict", "")
+    verdict = report.get("verdict") or ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -64,8 +64,7 @@ img {{ max-width: 100%; height: auto; display: block; margin: 8px 0 16px; }}
 <td>{figures['reversals']['sent']:,} ({figures['reversals']['approved']:,})</td></tr></table>
 <h2>Latency (ms)</h2>
 <table><tr><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>
-<tr><td>{latency['p50']:.2f}</td><td>{latency['p90']:.2f}</td><td>{latency['p99']:.2f}</td>
-<td>{latency['p99.9']:.2f}</td><td>{latency['max']:.2f}</td><td>{latency['mean']:.2f}</td></tr></table>
+<tr>{"".join(f"<td>{_ms(latency, name)}</td>" for name in ("p50", "p90", "p99", "p99.9", "max", "mean"))}</tr></table>
 <img alt="latency histogram" src="data:image/png;base64,{_png(_histogram, report, latencies_ms)}">
 <h2>Throughput</h2>
 <img alt="transactions per second over the run" src="data:image/png;base64,{_png(_tps_over_time, report, latencies_ms)}">
@@ -75,6 +74,11 @@ img {{ max-width: 100%; height: auto; display: block; margin: 8px 0 16px; }}
 <table><tr><th>code</th><th>count</th></tr>{codes}</table>
 </body></html>
 """
+
+
+def _ms(latency: dict[str, float] | None, name: str) -> str:
+    """A latency figure for a table cell; a dash when nothing was answered."""
+    return "–" if latency is None else f"{latency[name]:.2f}"
 
 
 def _png(draw: Any, report: dict[str, Any], latencies_ms: Sequence[float]) -> str:
@@ -96,19 +100,22 @@ def _histogram(axes: Any, report: dict[str, Any], latencies_ms: Sequence[float])
     if latencies_ms:
         axes.hist(latencies_ms, bins=HISTOGRAM_BINS, color="#0969da")
         axes.set_yscale("log")
+    latency = report["figures"]["latency_ms"]
     for name, style in (("p50", ":"), ("p99", "--")):
-        axes.axvline(report["figures"]["latency_ms"][name], color="#cf222e", linestyle=style, label=name)
+        if latency is not None:
+            axes.axvline(latency[name], color="#cf222e", linestyle=style, label=name)
     axes.set_xlabel("latency (ms)")
     axes.set_ylabel("transactions")
-    axes.legend()
+    if latency is not None:
+        axes.legend()
 
 
 def _tps_over_time(axes: Any, report: dict[str, Any], _: Sequence[float]) -> None:
     figures = report["figures"]
     whole = max(1, int(report["run"]["duration_s"]))  # the last, partial second would read as a drop
     seconds = range(min(whole, len(figures["tps_per_second"])))
-    axes.plot(seconds, figures["tps_per_second"][: len(seconds)], color="#0969da", label="answered")
-    axes.plot(seconds, figures["errors_per_second"][: len(seconds)], color="#cf222e", label="errors")
+    axes.plot(seconds, figures["tps_per_second"][: len(seconds)], color="#0969da", label="transactions")
+    axes.plot(seconds, figures["errors_per_second"][: len(seconds)], color="#cf222e", label="not approved")
     axes.set_xlabel("second of the run")
     axes.set_ylabel("per second")
     axes.set_ylim(bottom=0)

@@ -56,8 +56,9 @@ class Recorder:
     reversals: int = 0
     reversals_approved: int = 0
     per_second: list[int] = field(default_factory=list)
-    """Transactions answered in each second of the run."""
+    """Transactions finished (answered or failed) in each second of the run."""
     errors_per_second: list[int] = field(default_factory=list)
+    """Of those, the ones not approved."""
     _window: list[tuple[int, float]] = field(default_factory=list)
 
     def answered(self, kind: str, code: str, latency: float, at: float) -> None:
@@ -83,7 +84,9 @@ class Recorder:
             self.unreadable += 1
         else:
             self.link_errors += 1
-        self.errors_per_second[self._second(at)] += 1
+        second = self._second(at)
+        self.per_second[second] += 1
+        self.errors_per_second[second] += 1
 
     def reversed(self, approved: bool) -> None:
         self.reversals += 1
@@ -137,9 +140,12 @@ class Recorder:
         return second
 
 
-def _latency(values: array[float]) -> dict[str, float]:
+def _latency(values: array[float]) -> dict[str, float] | None:
+    """Percentiles, max and mean in milliseconds; None when nothing was answered (a 0 would read as fast)."""
+    if not values:
+        return None
     ordered = sorted(values)
     figures = {f"p{p:g}": percentile(ordered, p) * 1000 for p in PERCENTILES}
-    figures["max"] = (ordered[-1] if ordered else 0.0) * 1000
-    figures["mean"] = (sum(ordered) / len(ordered) if ordered else 0.0) * 1000
+    figures["max"] = ordered[-1] * 1000
+    figures["mean"] = sum(ordered) / len(ordered) * 1000
     return figures
