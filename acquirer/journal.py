@@ -6,9 +6,8 @@ WAL fsynced) before the answers it covers are written to the terminals, so
 an approval a terminal was told of survives a power cut as well as a crash
 of the host, and readers (the demo summary, `sqlite3`, settlement) never
 block the host. Because a busy host commits once per event-loop turn (see
-`batch()` below), FULL costs one fsync per turn, not per answer: about 2.5%
-of throughput at 50 terminals on the benchmark machine, 17% at one
-(benchmarks/host_throughput.py). Checkpoints (copying the WAL back into the
+`batch()` below), FULL costs one fsync per turn, not per answer: about 10%
+of throughput on the benchmark machine (benchmarks/host_throughput.py). Checkpoints (copying the WAL back into the
 database file) run in a thread of their own for the host's journal, so they
 never stall the thread answering terminals.
 
