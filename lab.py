@@ -182,15 +182,17 @@ FLEET_TID_FROM = 90000001
 """The first terminal ID of a generated fleet: far from the built-in terminals' 1000000x."""
 
 
-def fleet_fixtures(folder: Path, terminals: int, *, seed: int = LAB_SEED) -> Path:
+def fleet_fixtures(folder: Path, terminals: int, *, seed: int = LAB_SEED, master_keys: bool = True) -> Path:
     """A fixtures folder for a load fleet: `terminals` terminals of the first merchant, each with a master key of
-    its own, accounts no run can empty and no scenario rules — every request approved, so a load run measures the
-    host's work, not its declines. The built-ins fill in the rest."""
+    its own (unless `master_keys` is False: then no keys, no MACs), accounts no run can empty and no scenario
+    rules — every request approved, so a load run measures the host's work, not its declines. The built-ins fill
+    in the rest."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     merchant = load_fixture("merchants.yaml")["merchants"][0]["id"]
-    fleet = [{"tid": f"{FLEET_TID_FROM + n:08d}", "mid": merchant, "tmk": generate_key(rng).hex().upper()}
-             for n in range(terminals)]
+    fleet = [{"tid": f"{FLEET_TID_FROM + n:08d}", "mid": merchant} for n in range(terminals)]
+    for terminal in fleet if master_keys else ():
+        terminal["tmk"] = generate_key(rng).hex().upper()
     (folder / "terminals.yaml").write_text(yaml.safe_dump({"terminals": fleet}), encoding="utf-8")
     accounts = load_fixture("accounts.yaml")
     for account in accounts["accounts"]:

@@ -36,11 +36,8 @@ import functools
 import gc
 import json
 import os
-import random
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +49,9 @@ from typing import Any, cast
 import iso8583
 import yaml
 
-from possim.hsm_mock.key_download import generate_key, unpack
+from possim.fixtures import load_fixture
+from possim.hsm_mock.key_download import unpack
+from possim.lab import FLEET_TID_FROM, HostProcess, fleet_fixtures, host_process
 from possim.hsm_mock.message_mac import MAC_SCHEMES, MessageMac
 from possim.wire.codec import Codec
 from possim.wire.dialect import Dialect, load_dialect
@@ -68,9 +67,6 @@ DEFAULT_TERMINALS = "1,50,500"
 
 MERCHANT = "898310048160001"
 CARD = "approve"
-ACCOUNT = "A-1001"
-RICH = 10**15
-"""Opening balance of the benchmark account: no run can spend it (minor units)."""
 WHEN = "0615100000"
 """Transmission date-time (MMDDhhmmss) every iso87 request carries; STANs keep keys distinct."""
 _PLACEHOLDER_MAC = "00" * 8
@@ -85,54 +81,13 @@ def log(text: str) -> None:
 # ---- fixtures and the host process ----
 
 
-def terminal_ids(count: int) -> list[str]:
-    return [f"{90000001 + i:08d}" for i in range(count)]
-
-
-def master_keys(tids: list[str], seed: int = 8583) -> dict[str, bytes]:
-    """A test TMK per terminal (seeded: the same run gets the same keys)."""
-    rng = random.Random(seed)
-    return {tid: generate_key(rng) for tid in tids}
-
-
-def write_fixtures(folder: Path, tids: list[str], tmks: dict[str, bytes] | None) -> None:
-    """The built-in fixtures, with `tids` as terminals of the first merchant (with their TMKs when given)
-    and the card's account made rich."""
-    builtin = resources.files("possim.fixtures")
-    for name in ("merchants.yaml", "cards.yaml", "accounts.yaml", "host_rules.yaml"):
-        (folder / name).write_text((builtin / name).read_text(encoding="utf-8"), encoding="utf-8")
-    terminals: list[dict[str, str]] = []
-    for tid in tids:
-        terminals.append({"tid": tid, "mid": MERCHANT})
-        if tmks is not None:
-            terminals[-1]["tmk"] = tmks[tid].hex().upper()
-    (folder / "terminals.yaml").write_text(yaml.safe_dump({"terminals": terminals}), encoding="utf-8")
-    accounts = yaml.safe_load((folder / "accounts.yaml").read_text(encoding="utf-8"))
-    for account in accounts["accounts"]:
-        if account["id"] == ACCOUNT:
-            account["balance"] = RICH
-            account.pop("per_transaction_limit", None)
-    (folder / "accounts.yaml").write_text(yaml.safe_dump(accounts), encoding="utf-8")
-
-
-@dataclass
-class HostProcess:
-    process: subprocess.Popen[str]
-    port: int
-    event_loop: str
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the host process so far, all its threads (/proc/PID/stat)."""
-        return process_cpu_seconds(self.process.pid)
+def fleet(folder: Path, terminals: int, maced: bool) -> tuple[list[str], dict[str, bytes] | None]:
+    """Fixtures for `terminals` terminals (lab.fleet_fixtures: accounts no run empties, no scenario rules) written
+    to `folder`; their IDs, and their master keys when `maced`."""
+    fleet_fixtures(folder, terminals, master_keys=maced)
+    entries = load_fixture("terminals.yaml", folder)["terminals"]
+    tids = [str(e["tid"]) for e in entries]
+    return tids, ({str(e["tid"]): bytes.fromhex(e["tmk"]) for e in entries} if maced else None)
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -143,24 +98,6 @@ def process_cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     parts = text.rpartition(")")[2].split()
     return (int(parts[11]) + int(parts[12])) / _TICKS
-
-
-def start_host(dialect: str, fixtures: Path, db: Path) -> HostProcess:
-    """`possim host run` on an ephemeral port; its first stdout line (JSON) names the port."""
-    command = [
-        sys.executable, "-c", "from possim.cli import main; main()",
-        "host", "run", "--listen", "127.0.0.1:0", "--dialect", dialect,
-        "--fixtures", str(fixtures), "--db", str(db), "--log-level", "warning", "--json",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.wait()
-        raise RuntimeError(f"the host did not start (exit {process.returncode})")
-    ready = json.loads(line)
-    port = int(ready["listening"].rpartition(":")[2])
-    return HostProcess(process, port, str(ready.get("event_loop", "asyncio")))
 
 
 # ---- requests: encoded once, then only STAN, amount and MAC change ----
@@ -406,20 +343,20 @@ async def drive(host: HostProcess, all_templates: list[Templates], duration: flo
     for templates in all_templates:
         tmk = tmks[templates.tid] if tmks is not None else None
         _, protocol = await loop.create_connection(
-            lambda t=templates, k=tmk: LoadConnection(t, tally, idle, k, checker), "127.0.0.1", host.port)
+            lambda t=templates, k=tmk: LoadConnection(t, tally, idle, k, checker), *host.address)
         connections.append(protocol)
     answers = await asyncio.wait_for(asyncio.gather(*(c.signed_on for c in connections)), 60)
     refused = [(c.templates.tid, code) for c, code in zip(connections, answers) if code != "00"]
     if refused:
         raise RuntimeError(f"sign-on refused for {len(refused)} terminals, e.g. {refused[0][0]}: {refused[0][1]}")
     log(f"  {len(connections)} terminals signed on; sending purchases for {duration:g} s")
-    host_cpu_start, own_cpu_start = host.cpu_seconds(), time.process_time()
+    host_cpu_start, own_cpu_start = process_cpu_seconds(host.process.pid), time.process_time()
     tally.window_start = time.perf_counter_ns()
     tally.window_end = tally.window_start + int(duration * 1e9)
     for connection in connections:
         connection.send_purchase()
     await asyncio.sleep(duration)
-    host_cpu = host.cpu_seconds() - host_cpu_start
+    host_cpu = process_cpu_seconds(host.process.pid) - host_cpu_start
     own_share = (time.process_time() - own_cpu_start) / ((time.perf_counter_ns() - tally.window_start) / 1e9)
     tally.stop_sending = True
     deadline = loop.time() + 10
@@ -456,20 +393,14 @@ def run_load(dialect_name: str, terminals: int, duration: float, workdir: Path, 
              verify_every: int) -> LoadResult:
     dialect = load_dialect(dialect_name)
     codec = Codec(dialect)
-    tids = terminal_ids(terminals)
-    tmks = master_keys(tids) if maced else None
     name = f"{dialect_name}-{terminals}-{'mac' if maced else 'nomac'}"
-    folder = workdir / f"fixtures-{name}"
-    folder.mkdir()
-    write_fixtures(folder, tids, tmks)
-    db = workdir / f"journal-{name}.sqlite"
+    tids, tmks = fleet(workdir / f"fixtures-{name}", terminals, maced)
     all_templates = [Templates(dialect, codec, tid, maced) for tid in tids]
     log(f"{dialect_name}, {terminals} terminals, {'MAC' if maced else 'no MAC'}: starting the host")
-    host = start_host(dialect_name, folder, db)
-    try:
+    with host_process(dialect_name, workdir / f"host-{name}", fixtures_dir=workdir / f"fixtures-{name}") as host:
         tally, host_cpu, own_share = asyncio.run(drive(host, all_templates, duration, tmks, verify_every))
-    finally:
-        host.stop()
+        event_loop = str(host.ready.get("event_loop", "asyncio"))
+    db = workdir / f"host-{name}" / "journal.sqlite"
     ordered = sorted(tally.latencies_ns)
     in_journal = journal_approvals(db)
     return LoadResult(
@@ -490,7 +421,7 @@ def run_load(dialect_name: str, terminals: int, duration: float, workdir: Path, 
         journal_approved=in_journal,
         approved_total=tally.approved_total,
         journal_consistent=in_journal == tally.approved_total,
-        event_loop=host.event_loop,
+        event_loop=event_loop,
         host_cpu_s=host_cpu,
         host_cpu_us_per_answer=host_cpu / tally.received_in_window * 1e6 if tally.received_in_window else float("nan"),
         generator_cpu_share=own_share,
@@ -516,7 +447,7 @@ def codec_cost(dialect_name: str, rounds: int = 60, per_round: int = 50) -> Code
     counts, so a noisy moment penalises neither side; the garbage collector waits, as in timeit."""
     dialect = load_dialect(dialect_name)
     codec = Codec(dialect)
-    request = Templates(dialect, codec, terminal_ids(1)[0], maced=False).purchase_message(123, 1250)
+    request = Templates(dialect, codec, f"{FLEET_TID_FROM:08d}", maced=False).purchase_message(123, 1250)
     answer = Message("0210", {n: request[n] for n in (3, 4, 7, 11, 25, 41, 42, 49, 60) if n in request})
     answer.fields.update({12: "100000", 13: "0615", 37: "616600000001", 38: "123456", 39: "00"})
     messages = [request, answer]

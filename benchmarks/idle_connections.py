@@ -33,7 +33,8 @@ from pathlib import Path
 
 import iso8583
 
-from host_throughput import HostProcess, Templates, master_keys, start_host, terminal_ids, write_fixtures
+from host_throughput import Templates, fleet
+from possim.lab import HostProcess, host_process
 from possim.hsm_mock.key_download import unpack
 from possim.hsm_mock.message_mac import MessageMac
 from possim.wire.codec import Codec
@@ -148,7 +149,7 @@ async def hold_idle(host: HostProcess, dialect: Dialect, codec: Codec, tids: lis
     try:
         for start in range(0, len(idle), 100):  # in waves: a listen backlog is not unlimited
             wave = [Templates(dialect, codec, tid, maced=True) for tid in idle[start : start + 100]]
-            opened = await asyncio.gather(*(Link.open(t, host.port) for t in wave))
+            opened = await asyncio.gather(*(Link.open(t, host.address[1]) for t in wave))
             links.extend(opened)
             if sign_on:
                 await asyncio.gather(*(link.sign_on(tmks[link.templates.tid]) for link in opened))
@@ -156,7 +157,7 @@ async def hold_idle(host: HostProcess, dialect: Dialect, codec: Codec, tids: lis
         after = resident_kb(host.process.pid), open_files(host.process.pid)
         log(f"  {len(links)} idle connections open{' and signed on' if sign_on else ''}; buying on one more")
         templates = Templates(dialect, codec, probe, maced=True)
-        buyer = await Link.open(templates, host.port)
+        buyer = await Link.open(templates, host.address[1])
         try:
             mac_key = await buyer.sign_on(tmks[probe])
             started = time.perf_counter()
@@ -175,26 +176,22 @@ async def hold_idle(host: HostProcess, dialect: Dialect, codec: Codec, tids: lis
 def run_idle(dialect_name: str, connections: int, sign_on: bool, workdir: Path) -> IdleResult:
     dialect = load_dialect(dialect_name)
     codec = Codec(dialect)
-    tids = terminal_ids(connections + 1)
-    tmks = master_keys(tids)
     folder = workdir / f"fixtures-{connections}"
-    folder.mkdir()
-    write_fixtures(folder, tids, tmks)
+    tids, tmks = fleet(folder, connections + 1, maced=True)
+    assert tmks is not None
     limit = allow_open_files(connections + SPARE_FILES)
     if limit < connections + SPARE_FILES:
         raise RuntimeError(f"{connections} connections need {connections + SPARE_FILES} open files; the hard limit is {limit}")
     log(f"{dialect_name}, {connections} idle connections: starting the host")
-    host = start_host(dialect_name, folder, workdir / f"journal-{connections}.sqlite")
-    try:
+    with host_process(dialect_name, workdir / f"host-{connections}", fixtures_dir=folder) as host:
         time.sleep(SETTLE_S)  # the host's first moments (imports finishing, the checkpointer) are not a connection's cost
         before, after, code, mac, elapsed = asyncio.run(hold_idle(host, dialect, codec, tids, tmks, sign_on))
-    finally:
-        host.stop()
+        event_loop = str(host.ready.get("event_loop", "asyncio"))
     return IdleResult(
         dialect=dialect_name, connections=connections, signed_on=sign_on,
         rss_before_mb=before[0] / 1024, rss_after_mb=after[0] / 1024, kb_per_connection=(after[0] - before[0]) / connections,
         host_files_before=before[1], host_files_after=after[1],
-        open_files_limit=limit, purchase_code=code, purchase_mac=mac, purchase_ms=elapsed, event_loop=host.event_loop,
+        open_files_limit=limit, purchase_code=code, purchase_mac=mac, purchase_ms=elapsed, event_loop=event_loop,
     )
 
 
