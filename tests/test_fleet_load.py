@@ -155,3 +155,12 @@ def test_make_fixtures_writes_a_fleet_a_separate_host_and_the_fleet_share(tmp_pa
     assert json.loads(run.stdout) == {"fixtures": str((tmp_path / "fx").resolve()), "terminals": 7}
     terminals = load_fixture("terminals.yaml", tmp_path / "fx")["terminals"]
     assert len(terminals) == 7 and len({t["tmk"] for t in terminals}) == 7
+
+
+def test_an_embedded_permissive_host_takes_a_fleet_without_keys_in_plain_iso87(tmp_path: Path) -> None:
+    run = load("--embedded", "--permissive", "--dialect", "iso87ascii", "--terminals", "3", "--duration", "0.5s",
+               "--mix", "purchase:90,refund:10", "--json", "--out", str(tmp_path / "r"))
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["run"]["dialect"] == "iso87ascii" and report["run"]["signed_on"] == 3
+    assert report["figures"]["approved"] == report["figures"]["transactions"] > 0

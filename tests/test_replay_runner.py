@@ -243,6 +243,7 @@ def test_close_fault_ends_in_no_answer_and_a_reversal(tmp_path):
     assert "connection closed" in failure.message
     host = result.trace.split()[2]  # the trace's title names the host, as the message does: not the proxy
     assert f"(host {host}: connection closed" in failure.message
+    assert f"no answer: host {host}: connection closed" in result.trace
     assert " 0200 " in result.trace and " 0400 " in result.trace and " 0410 " in result.trace
 
 

@@ -90,7 +90,8 @@ async def run_scenario(scenario: Scenario, target: Target, *, state_dir: Path, f
         await run.start(state_dir, stan_start)
         await run.steps(result)
     except (_CannotRun, LinkError, TargetError, OSError, ValueError) as exc:
-        result.error = " ".join(str(exc).split()) or type(exc).__name__
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        result.error = run.plain(text) if run is not None else text
     finally:
         if run is not None:
             await run.close()
@@ -334,9 +335,9 @@ class _Run:
             outcome = await method(**self._arguments(step.action, args))
             return _Done(outcome.to_json())
         except _REFUSALS as exc:
-            return _Done(refused=" ".join(str(exc).split()))
+            return _Done(refused=self.plain(" ".join(str(exc).split())))
         except LinkError as exc:
-            return _Done(unsent=str(exc))
+            return _Done(unsent=self.plain(str(exc)))
 
     async def _send_raw(self, seat: _Seat, whole: bytes) -> None:
         """A raw frame through the terminal's own link; what came back is in the tap."""
@@ -402,10 +403,10 @@ class _Run:
         elif last.error is not None:
             reversal_why = str(last.error)
         reversal_request = _decoded(self.codec, last.frame) if last is not None else None
-        return _Seen(outcome, self._plain(why), request, answer, mine, reversals, reversal_request, reversal_answer,
-                     self._plain(reversal_why))
+        return _Seen(outcome, self.plain(why), request, answer, mine, reversals, reversal_request, reversal_answer,
+                     self.plain(reversal_why))
 
-    def _plain(self, text: str | None) -> str | None:
+    def plain(self, text: str | None) -> str | None:
         """A link's explanation naming the host the user named, not the proxy in between."""
         return text.replace(self.via, self.peer) if text is not None else None
 
@@ -550,7 +551,7 @@ class _Run:
                 parts.append(self._record(exchange.ended_at, "<-", exchange.payload, framed=False))
             else:
                 parts.append(f"{exchange.ended_at.isoformat(timespec='milliseconds')} <- {self.peer} no answer: "
-                             f"{exchange.error}\n")
+                             f"{self.plain(str(exchange.error))}\n")
         return "".join(parts)
 
     def _record(self, when: datetime, direction: str, data: bytes, *, framed: bool) -> str:
