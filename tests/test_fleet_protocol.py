@@ -134,3 +134,22 @@ def test_a_run_with_no_answer_has_no_latency_rather_than_zero() -> None:
     summary = recorder.summary(1.0)
     assert summary["latency_ms"] is None and summary["kinds"]["purchase"]["latency_ms"] is None
     assert summary["tps_per_second"] == [1] and summary["error_rate"] == 1.0
+
+
+def test_a_run_gives_the_collector_back_as_it_found_it(tmp_path: Path) -> None:
+    """The driver holds garbage collections back while it measures; afterwards the process is as before."""
+    import gc
+
+    from possim.terminal.fleet.driver import LoadPlan, Mix, run_fleet
+
+    before = gc.get_threshold()
+
+    async def run() -> int:
+        async with embedded_target("cup", workdir=tmp_path) as target:
+            plan = LoadPlan(duration=0.3, mix=Mix((("purchase", 1),)), amounts=(100, 100))
+            recorder, _, problems = await run_fleet(plan, [fleet_terminal("cup")], target.iso)
+            assert problems == []
+            return recorder.transactions
+
+    assert asyncio.run(run()) > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
