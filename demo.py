@@ -695,15 +695,17 @@ async def _load_run(report: DemoReport, out: Path, dialect: str) -> dict[str, Pa
     figures = run["figures"]
     html, data = out / "report.html", out / "report.json"
     write_report(run, [v * 1000 for v in recorder.latencies], data, html)
+    refused = figures["transactions"] - figures["approved"]
+    got = "every transaction approved" if figures["transactions"] and not refused \
+        else f"{refused} of {figures['transactions']} not approved"
+    latency = figures["latency_ms"]
     report.steps.append(StepResult(
         len(report.steps) + 1,
         f"load: {LOAD_TERMINALS} terminals sign on and run purchases, refunds and QR orders for {LOAD_SECONDS:g} s",
-        "fleet", "every transaction approved",
-        "every transaction approved" if figures["transactions"] and not (figures["transactions"] - figures["approved"])
-        else f"{figures['transactions'] - figures['approved']} of {figures['transactions']} not approved",
+        "fleet", "every transaction approved", got,
         {"transactions": figures["transactions"], "tps": round(figures["tps"], 1),
-         "p99_ms": round(figures["latency_ms"]["p99"], 2) if figures["latency_ms"] else None, "kinds": {k: v["count"] for k, v in figures["kinds"].items()},
-         "report": str(html)},
+         "p99_ms": round(latency["p99"], 2) if latency else None,
+         "kinds": {k: v["count"] for k, v in figures["kinds"].items()}, "report": str(html)},
     ))
     return {"load_report": html, "load_report_json": data}
 

@@ -194,6 +194,12 @@ def fleet_fixtures(folder: Path, terminals: int, *, seed: int = LAB_SEED, master
     for terminal in fleet if master_keys else ():
         terminal["tmk"] = generate_key(rng).hex().upper()
     (folder / "terminals.yaml").write_text(yaml.safe_dump({"terminals": fleet}), encoding="utf-8")
+    return always_approving(folder)
+
+
+def always_approving(folder: Path) -> Path:
+    """Write into `folder` the built-in accounts made so rich and unlimited that no run empties them, and no
+    scenario rules: every request the host can approve is approved, so a run measures work, not declines."""
     accounts = load_fixture("accounts.yaml")
     for account in accounts["accounts"]:
         account.pop("per_transaction_limit", None)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from possim.wire.money import currency, format_major, parse_major
 
-from .atomic import atomic_text
+from possim.wire.atomic import atomic_text
 
 COLUMNS = ("account", "value_date", "direction", "amount", "currency", "reference", "description")
 DIRECTIONS = ("CR", "DR")

@@ -27,7 +27,7 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_text
+from possim.wire.atomic import atomic_text
 
 RECORD_LENGTH = 200
 FILE_KIND = "CLEARING"

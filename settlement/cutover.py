@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_text
+from possim.wire.atomic import atomic_text
 from .channels import channel_of
 from .clearing_file import ClearingHeader, ClearingRecord, write_clearing_file
 from .errors import SettlementError

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_text
+from possim.wire.atomic import atomic_text
 from .discrepancies import CLASSES, Finding
 from .errors import SettlementError
 from .invariants import check_invariants

@@ -29,7 +29,7 @@ from possim.acquirer.settings import FeeSettings
 from possim.wire.money import currency as find_currency, format_major
 from possim.wire.nontax import parse_amount
 
-from .atomic import atomic_text
+from possim.wire.atomic import atomic_text
 from .bank_statement import StatementLine
 from .discrepancies import (
     AMOUNT_MISMATCH, DUPLICATE, MISSING_AT_HOST, MISSING_IN_FILE, UNIDENTIFIED_FUNDS, Finding,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from possim.settlement.atomic import atomic_text
+from possim.wire.atomic import atomic_text
 from possim.settlement.bank_statement import StatementError, StatementLine, read_bank_statement, write_bank_statement
 from possim.settlement.clearing_file import (
     LAYOUT,

@@ -17,7 +17,7 @@ from possim.fixtures import load_fixture
 from possim.wire.clock import Clock, system_clock
 from possim.wire.codec import Codec
 
-from ..cards import resolve_card
+from ..cards import Card, resolve_card
 from ..profile import load_profile
 from .driver import LoadPlan, run_fleet
 from .protocol import FleetTerminal
@@ -43,9 +43,10 @@ def build_fleet(count: int, dialect: str, *, card: str = "approve", fixtures_dir
 
 
 def day_stan(now: datetime) -> int:
-    """Ten STANs a second since midnight: a host keys transactions by terminal, STAN and date, so a second run
-    the same day must not start where the first did. Runs whose terminals average more than ten transactions a
-    second can still overlap an earlier run's STANs: give --stan-from then."""
+    """Ten STANs a second since midnight: where a terminal starts when nothing says where it stopped (no STAN
+    book for the host, a Locust worker). A host keys transactions by terminal, STAN and date, so a second run the
+    same day must not start where the first did; runs averaging more than ten transactions a second per
+    terminal can still overlap, which is what the STAN book (stans.py) is for."""
     return ((now.hour * 60 + now.minute) * 60 + now.second) * 10 % 999_999
 
 
@@ -69,7 +70,7 @@ def _fleet(count: int, dialect: str, card: str, fixtures_dir: str | Path | None,
     return fleet
 
 
-def _generated(count: int, dialect: str, card: Any, tid_from: str, mid: str | None,
+def _generated(count: int, dialect: str, card: Card, tid_from: str, mid: str | None,
                fixtures_dir: str | Path | None, clock: Clock) -> list[FleetTerminal]:
     if not (tid_from.isdigit() and len(tid_from) == 8 and int(tid_from) + count <= 10**8):
         raise FleetError(f"--tid-from {tid_from!r}: 8 digits, leaving room for {count} terminals")
@@ -96,7 +97,7 @@ async def run_load(plan: LoadPlan, fleet: list[FleetTerminal], address: tuple[st
             "mode": "closed loop" if plan.rate is None else f"open loop at {plan.rate:g}/s",
             "rate": plan.rate, "duration_s": seconds, "mix": mix_text,
             "amounts": list(plan.amounts), "timeout_s": plan.timeout, "seed": plan.seed,
-            "started": _iso(started),
+            "started": started.isoformat(timespec="seconds"),
         },
         "figures": recorder.summary(seconds),
         "sign_on_problems": problems[:MAX_SIGN_ON_PROBLEMS],
@@ -104,6 +105,3 @@ async def run_load(plan: LoadPlan, fleet: list[FleetTerminal], address: tuple[st
     }
     return report, recorder
 
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")

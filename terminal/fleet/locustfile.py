@@ -361,7 +361,7 @@ class PosTerminalUser(User):
             except OSError as exc:
                 raise LinkError(f"{self._where}: {exc}", sent=True) from None
             sent = True
-            payload = self._answer_to(sock, terminal, request, started + timeout, timeout)
+            payload = self._answer(sock, started + timeout, timeout)
             outcome = terminal.answer(request, payload)
         except (LinkError, AnswerError, FramingError) as exc:
             self._report(terminal, request, started, 0, exc, None)
@@ -404,9 +404,10 @@ class PosTerminalUser(User):
             self._reader = FrameReader(self._fleet.settings.dialect.framing)
         return self._sock
 
-    def _answer_to(self, sock: socket.socket, terminal: FleetTerminal, request: Request, deadline: float,
-                   timeout: float) -> bytes:
-        """The payload of the frame answering `request`; frames with another STAN (late answers) are dropped."""
+    def _answer(self, sock: socket.socket, deadline: float, timeout: float) -> bytes:
+        """The payload of the next frame. It can only be the answer to the request just sent: one request is
+        outstanding at a time, and a request that got no answer hangs the connection up, so a late answer
+        never arrives on the next one (FleetTerminal.answer checks it all the same)."""
         assert self._reader is not None
         while True:
             remaining = deadline - time.perf_counter()
@@ -421,9 +422,9 @@ class PosTerminalUser(User):
                 raise LinkError(f"{self._where}: {exc}", sent=True) from None
             if not chunk:
                 raise LinkError(f"{self._where} closed the connection", sent=True)
-            for payload in self._reader.feed(chunk):
-                if terminal.answers_stan(payload) == request.stan:
-                    return payload
+            frames = self._reader.feed(chunk)
+            if frames:
+                return frames[0]
 
     def _hang_up(self) -> None:
         if self._sock is not None:

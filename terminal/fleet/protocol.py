@@ -160,13 +160,6 @@ class FleetTerminal:
                                      str(request.message[13]), self.batch_number))
         return Outcome(code, code == "00")
 
-    def answers_stan(self, payload: bytes) -> str | None:
-        """The STAN of an answer, to drop a late answer to an earlier request; None when it cannot be read."""
-        try:
-            return self.codec.decode(answer_body(self.dialect.framing, payload)).get(11)
-        except (CodecError, FramingError):
-            return None
-
     # inside
 
     def _next_stan(self) -> str:

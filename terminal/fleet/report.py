@@ -12,13 +12,15 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from possim.wire.atomic import atomic_text
+
 HISTOGRAM_BINS = 60
+REPORT_MODE = 0o644
+"""Readable by others: the CI user who collects a report is often not the one who ran the load."""
 
 
 def write_report(report: dict[str, Any], latencies_ms: Sequence[float], json_path: Path | None,
@@ -26,9 +28,11 @@ def write_report(report: dict[str, Any], latencies_ms: Sequence[float], json_pat
     """Write the JSON and/or HTML report, each to a temporary name renamed into place (never half-written).
     `latencies_ms` (every answered transaction's) feed the histogram; the JSON keeps only their percentiles."""
     if json_path is not None:
-        _write_atomically(json_path, json.dumps(report, indent=2).encode("utf-8"))
+        with atomic_text(json_path, mode=REPORT_MODE) as out:
+            out.write(json.dumps(report, indent=2))
     if html_path is not None:
-        _write_atomically(html_path, render_html(report, latencies_ms).encode("utf-8"))
+        with atomic_text(html_path, mode=REPORT_MODE) as out:
+            out.write(render_html(report, latencies_ms))
 
 
 def render_html(report: dict[str, Any], latencies_ms: Sequence[float]) -> str:
@@ -120,16 +124,3 @@ def _tps_over_time(axes: Any, report: dict[str, Any], _: Sequence[float]) -> Non
     axes.set_ylabel("per second")
     axes.set_ylim(bottom=0)
     axes.legend()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide a report from the CI user who collects it
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -12,12 +12,12 @@ here, in one small JSON file (by default in possim's state folder).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import platformdirs
+
+from possim.wire.atomic import atomic_text
 
 from .protocol import FleetTerminal
 
@@ -55,12 +55,5 @@ class StanBook:
     def remember(self, host: str, fleet: Iterable[FleetTerminal]) -> None:
         """Record where the fleet stopped, written to a temporary name and renamed into place."""
         self._hosts.setdefault(host, {}).update({terminal.tid: terminal.stan for terminal in fleet})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(self._hosts, out, indent=1, sort_keys=True)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_text(self.path) as out:
+            json.dump(self._hosts, out, indent=1, sort_keys=True)

@@ -1,7 +1,8 @@
-"""Writing a settlement file so that readers only ever see the old file or the whole new one.
+"""Writing a file so that readers only ever see the old file or the whole new one.
 
 A clearing file or statement cut off by a crash, a full disk or a bad record
-half way would look like a short but valid day to whoever picks it up next;
+half way would look like a short but valid day to whoever picks it up next,
+and a half-written load report or STAN book would mislead the next run;
 writing to a temporary name and renaming it over the target makes that
 impossible.
 """
@@ -17,15 +18,15 @@ from typing import TextIO
 
 
 @contextmanager
-def atomic_text(path: Path, newline: str = "") -> Iterator[TextIO]:
+def atomic_text(path: Path, newline: str = "", mode: int = 0o600) -> Iterator[TextIO]:
     """Yield a UTF-8 text file that replaces `path` only if the block ends without an exception.
 
     The temporary file lives in the same folder because os.replace() is only
     atomic within one file system. It is hidden (leading dot) so a folder
     watcher does not take it for a finished file, and it is fsynced before the
     rename so a power cut cannot leave the new name pointing at empty blocks.
-    The file keeps NamedTemporaryFile's owner-only permissions: settlement
-    data is not for other users of the machine.
+    `mode` defaults to owner-only: settlement data is not for other users of
+    the machine (a load report, which CI collects, asks for 0o644).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,7 @@ def atomic_text(path: Path, newline: str = "") -> Iterator[TextIO]:
             yield temp
             temp.flush()
             os.fsync(temp.fileno())
+        os.chmod(temp.name, mode)
         os.replace(temp.name, path)
     except BaseException:
         os.unlink(temp.name)
