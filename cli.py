@@ -2229,7 +2229,7 @@ def load(host_address: str | None, embedded: bool, dialect: str, terminals: int,
 
     Every terminal signs on first, then sends the mix until the duration is
     up; an unanswered request is reversed. Live figures go to stderr once a
-    second; the report is written as JSON and as an HTML page with a latency
+    second (not with --json); the report is written as JSON and as an HTML page with a latency
     histogram and TPS over time (docs/load.md).
     """
     import asyncio
